@@ -1,0 +1,112 @@
+"""Structured configs: the types and defaults of every group; YAML files under conf/ are presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TaskConfig:
+    name: str = "classification"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    pretrained: bool = False  # torchvision weights (downloaded by torchvision on first use)
+    checkpoint: str | None = None  # a float state_dict to start from instead of training
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "digits"
+    root: str = MISSING
+    image_size: int = 32
+    resize: int = 32  # evaluation resize before the center crop (imagenet preset: 256)
+    preset: str = "small"  # "small" (pad + random crop) or "imagenet" (RandomResizedCrop + flip)
+    train_split: str = "train"
+    val_split: str = "val"
+    num_workers: int = 0
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class BitsConfig:
+    w: int = 4
+    a: int = 4
+
+
+@dataclass
+class GroupingConfig:
+    groups: Any = 4  # an int >= 1 or "per_channel"
+    strategy: str = "sorted"
+    alpha: str = "search"
+    alpha_every: int = 10
+    regroup_every: int = 0
+    search_points: int = 64
+
+
+@dataclass
+class MethodConfig:
+    name: str = "gdrq"
+    k_w: float = 2.0
+    k_a: float = 4.0
+    weight_stat: str = "mean_abs"
+    act_momentum: float = 0.1
+    first_last_bits: Any = 8  # "fp", 8 or "same"
+    weight_grad: str = "clip"
+    skip: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 1
+    lr: float = 0.01
+
+
+@dataclass
+class TrainerConfig:
+    fp: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=0.05))
+    reshape: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=0.005))
+    qat: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=0.01))
+    optimizer: str = "sgd"  # "sgd" (momentum 0.9, nesterov) or "adamw"
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    max_train_batches: int | None = None  # cap per epoch (smoke tests)
+    max_eval_batches: int | None = None
+    fold_check_batches: int = 2
+    threads: int | None = None  # torch.set_num_threads; None keeps torch's default
+    progress: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "gdrq_bench"
+    mode: str = "offline"
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    bits: BitsConfig = field(default_factory=BitsConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    results_dir: str = "results"
+    cache_dir: str = "${oc.env:GDRQ_CACHE,'~/.cache/gdrq_bench'}"
+
+
+def register_configs() -> None:
+    """Register the schema so conf/config.yaml can extend it."""
+    ConfigStore.instance().store(name="base_config", node=Config)

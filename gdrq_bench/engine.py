@@ -1,0 +1,86 @@
+"""The training loop, task-agnostic: optimizer, schedule, progress, a finite-loss guard."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gdrq_bench.errors import GdrqError
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(GdrqError):
+    """Training cannot go on (a non-finite loss); names the stage and step."""
+
+
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW; no weight decay on 1-D tensors (BN, biases, clips)."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.dim() > 1 else no_decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise GdrqError(f"trainer.optimizer={name!r} is unknown: use 'sgd' or 'adamw'")
+
+
+def train_stage(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    *,
+    stage: str,
+    epochs: int,
+    lr: float,
+    optimizer: str,
+    weight_decay: float,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Train for `epochs` epochs with a cosine learning-rate schedule; the mean loss per epoch."""
+    steps_per_epoch = min(len(loader), max_batches or len(loader))
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
+    epoch_losses = []
+    for epoch in range(epochs):
+        model.train()
+        total, count = 0.0, 0
+        batches = tqdm(
+            islice(loader, steps_per_epoch),
+            total=steps_per_epoch,
+            desc=f"{stage} {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for step, batch in enumerate(batches):
+            loss = loss_fn(model, batch)
+            if not math.isfinite(loss.item()):
+                raise TrainingError(
+                    f"stage '{stage}': loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            total, count = total + loss.item(), count + 1
+            batches.set_postfix(loss=f"{total / count:.4f}")
+        epoch_losses.append(total / max(count, 1))
+        log.info("%s epoch %d/%d: loss %.4f", stage, epoch + 1, epochs, epoch_losses[-1])
+    return epoch_losses

@@ -1,0 +1,1 @@
+"""Model definitions the project adds to torchvision's."""

@@ -1,0 +1,328 @@
+"""One run, stage by stage: fp -> reshape -> qat -> fold -> eval -> report.
+
+Each stage is a small function of the run's state. Every stage that trains reseeds from the
+run's seed and its own name, so a cached float model gives the same later stages as a float
+model trained in this run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from gdrq_bench import provenance
+from gdrq_bench.engine import train_stage
+from gdrq_bench.errors import ConfigError, DataError
+from gdrq_bench.quant import (
+    CLIP,
+    FLOAT,
+    QUANT,
+    QuantSpec,
+    fold_model,
+    get_method,
+    layer_weight_stats,
+    quantize_model,
+    set_mode,
+    verify_fold,
+)
+from gdrq_bench.results import append_row, check_writable, table_path
+from gdrq_bench.run_logger import RunLogger, start_logger
+from gdrq_bench.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+# QuantSpec field -> the config key a user sets, so errors name what to change.
+SPEC_KEYS = {
+    "method": "method.name",
+    "w_bits": "bits.w",
+    "a_bits": "bits.a",
+    "groups": "grouping.groups",
+    "group_strategy": "grouping.strategy",
+    "alpha_every": "grouping.alpha_every",
+    "regroup_every": "grouping.regroup_every",
+    "search_points": "grouping.search_points",
+    "alpha": "grouping.alpha",
+    "k_w": "method.k_w",
+    "k_a": "method.k_a",
+    "weight_stat": "method.weight_stat",
+    "act_momentum": "method.act_momentum",
+    "first_last_bits": "method.first_last_bits",
+    "weight_grad": "method.weight_grad",
+}
+
+
+def build_spec(cfg: DictConfig) -> QuantSpec:
+    """The QuantSpec of a run config; a bad value raises ConfigError naming its config key."""
+    spec = QuantSpec(
+        method=cfg.method.name,
+        w_bits=cfg.bits.w,
+        a_bits=cfg.bits.a,
+        groups=cfg.grouping.groups,
+        group_strategy=cfg.grouping.strategy,
+        alpha=cfg.grouping.alpha,
+        k_w=cfg.method.k_w,
+        k_a=cfg.method.k_a,
+        weight_stat=cfg.method.weight_stat,
+        act_momentum=cfg.method.act_momentum,
+        first_last_bits=cfg.method.first_last_bits,
+        skip=list(cfg.method.skip),
+        alpha_every=cfg.grouping.alpha_every,
+        regroup_every=cfg.grouping.regroup_every,
+        search_points=cfg.grouping.search_points,
+        weight_grad=cfg.method.weight_grad,
+    )
+    try:
+        return spec.validate()
+    except ValueError as error:
+        message = str(error)
+        for field_name, key in SPEC_KEYS.items():
+            if message.startswith(f"{field_name}="):
+                message = key + message[len(field_name) :]
+                break
+        raise ConfigError(message) from None
+
+
+def build_task(cfg: DictConfig) -> Task:
+    from gdrq_bench.tasks.classification import ClassificationTask
+
+    tasks = {"classification": ClassificationTask}
+    if cfg.task.name not in tasks:
+        raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {sorted(tasks)}")
+    return tasks[cfg.task.name](cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed torch for one stage from the run seed and the stage name."""
+    torch.manual_seed(seed * 1000 + zlib.crc32(stage.encode()) % 1000)
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    spec: QuantSpec
+    task: Task
+    run_dir: Path
+    logger: RunLogger
+    train_seconds: float = 0.0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def train(self, model: nn.Module, stage: str) -> None:
+        stage_cfg = self.cfg.trainer[stage]
+        if stage_cfg.epochs <= 0:
+            return
+        seed_stage(self.cfg.seed, stage)
+        trainer = self.cfg.trainer
+        start = time.perf_counter()
+        losses = train_stage(
+            model,
+            self.task.train_loader(),
+            self.task.loss,
+            stage=stage,
+            epochs=stage_cfg.epochs,
+            lr=stage_cfg.lr,
+            optimizer=trainer.optimizer,
+            weight_decay=trainer.weight_decay,
+            max_batches=trainer.max_train_batches,
+            progress=trainer.progress,
+        )
+        self.train_seconds += time.perf_counter() - start
+        for epoch, loss in enumerate(losses, 1):
+            self.logger.log({f"{stage}/loss": loss, f"{stage}/epoch": epoch})
+
+    def evaluate(self, model: nn.Module, name: str) -> float:
+        metrics = self.task.evaluate(
+            model, self.task.eval_loader(), self.cfg.trainer.max_eval_batches
+        )
+        self.metrics[name] = metrics
+        self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
+        log.info("%s model: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        return metrics[self.task.metric]
+
+
+def float_cache_key(cfg: DictConfig) -> str:
+    """Everything that decides the float model trained here."""
+    trainer = cfg.trainer
+    parts = {
+        "task": cfg.task.name,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "fp": OmegaConf.to_container(trainer.fp, resolve=True),
+        "train": [
+            trainer.optimizer,
+            trainer.weight_decay,
+            trainer.batch_size,
+            trainer.max_train_batches,
+        ],
+        "seed": cfg.seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_checkpoint(model: nn.Module, path: str) -> None:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"model.checkpoint={file} does not exist")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ConfigError(
+            f"model.checkpoint={file} does not fit model.name={type(model).__name__}: "
+            f"missing keys {result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}"
+        )
+
+
+def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
+    """The float model (built by the task) and where its weights came from: checkpoint,
+    pretrained, cache or trained here."""
+    cfg = run.cfg
+    if cfg.model.checkpoint:
+        _load_checkpoint(model, cfg.model.checkpoint)
+        return model, "checkpoint"
+    if cfg.model.pretrained:
+        return model, "pretrained"
+    cache = Path(cfg.cache_dir).expanduser() / "fp" / f"{float_cache_key(cfg)}.pt"
+    if cache.is_file():
+        model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+        log.info("float model reused from %s", cache)
+        return model, "cache"
+    run.train(model, "fp")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(model.state_dict(), partial)
+    os.replace(partial, cache)
+    return model, "trained"
+
+
+def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
+    """Scale-Clip fine-tune (clip, no rounding); weight statistics before and after it."""
+    stats = {"before": layer_weight_stats(set_mode(qmodel, FLOAT))}
+    if get_method(run.spec.method).scale_clip:
+        run.train(set_mode(qmodel, CLIP), "reshape")
+        stats["after"] = layer_weight_stats(qmodel)
+    return stats
+
+
+def stage_qat(run: Run, qmodel: nn.Module) -> None:
+    run.train(set_mode(qmodel, QUANT), "qat")
+
+
+def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]]:
+    """Fold BN into the quantized model and prove it on evaluation batches."""
+    qmodel.eval()
+    batches = [
+        run.task.model_inputs(batch)
+        for batch in islice(run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
+    ]
+    folded = fold_model(qmodel)
+    check = verify_fold(qmodel, folded, batches)
+    log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
+    return folded, check
+
+
+def _mean(stats: dict[str, dict[str, float]] | None, key: str) -> float | str:
+    if not stats:
+        return ""
+    return round(sum(layer[key] for layer in stats.values()) / len(stats), 4)
+
+
+def stage_report(
+    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float, command: str
+) -> dict[str, Any]:
+    """Append the results row and print the summary; returns the row."""
+    cfg, spec, metric = run.cfg, run.spec, run.task.metric
+    scores = {name: round(run.metrics[name][metric], 4) for name in ("fp", "quant", "folded")}
+    grouped = get_method(spec.method).grouped
+    row = {
+        "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": provenance.git_sha(),
+        "command": command,
+        "task": run.task.name,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "method": spec.method,
+        "w_bits": spec.w_bits,
+        "a_bits": spec.a_bits,
+        "groups": spec.groups if grouped else 1,
+        "group_strategy": spec.group_strategy if grouped else "",
+        "alpha_mode": spec.alpha if grouped else "",
+        "k_w": spec.k_w,
+        "k_a": spec.k_a,
+        "first_last_bits": spec.first_last_bits,
+        "seed": cfg.seed,
+        "metric": metric,
+        **scores,
+        "drop": round(scores["fp"] - scores["folded"], 4),
+        "fold_err": f"{fold_err:.3g}",
+        "kurtosis_before": _mean(stats.get("before"), "kurtosis"),
+        "kurtosis_after": _mean(stats.get("after"), "kurtosis"),
+        "ql_before": _mean(stats.get("before"), "ql2"),
+        "ql_after": _mean(stats.get("after"), "ql2"),
+        "train_s": round(run.train_seconds, 1),
+        "device": provenance.device_name(),
+        "versions": provenance.versions(),
+        "run_dir": str(run.run_dir),
+        "fp_source": fp_source,
+    }
+    append_row(table_path(Path(cfg.results_dir), run.task.name), row)
+    (run.run_dir / "layer_stats.json").write_text(json.dumps(stats, indent=1))
+    log.info("summary\n%s", summary_table(row))
+    return row
+
+
+def summary_table(row: dict[str, Any]) -> str:
+    lines = [
+        f"{'':16}{row['metric']:>10}",
+        *(f"{name:16}{row[name]:>10}" for name in ("fp", "quant", "folded", "drop")),
+        f"{'fold_err':16}{row['fold_err']:>10}",
+        f"{'':16}{'before':>10}{'after':>10}",
+        f"{'kurtosis':16}{row['kurtosis_before']!s:>10}{row['kurtosis_after']!s:>10}",
+        f"{'QL_2':16}{row['ql_before']!s:>10}{row['ql_after']!s:>10}",
+    ]
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]:
+    """Validate everything that can be checked cheaply, then run the stages in order."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as error:  # omegaconf's errors name the key in `full_key`
+        key = getattr(error, "full_key", "") or "config"
+        raise ConfigError(f"{key}: {getattr(error, 'msg', error)}") from None
+    spec = build_spec(cfg)
+    if cfg.model.pretrained and cfg.model.checkpoint:
+        raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
+    check_writable(cfg.results_dir)
+    task = build_task(cfg)
+    model = task.build_model()
+    quantize_model(model, spec)  # layer-level checks (groups per layer) before any training
+    run = Run(cfg, spec, task, run_dir, start_logger(cfg, run_dir))
+    row = None
+    try:
+        model, fp_source = stage_fp(run, model)
+        run.evaluate(model, "fp")
+        qmodel = quantize_model(model, spec)
+        stats = stage_reshape(run, qmodel)
+        stage_qat(run, qmodel)
+        folded, check = stage_fold(run, qmodel)
+        run.evaluate(qmodel, "quant")
+        run.evaluate(folded, "folded")
+        row = stage_report(run, fp_source, stats, check["max_rel"], command)
+    finally:
+        run.logger.finish(row)
+    return row

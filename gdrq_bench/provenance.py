@@ -1,0 +1,44 @@
+"""Where a number came from: code version, library versions, device."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import torch
+import torchvision
+
+from gdrq_bench import __version__
+
+
+@cache
+def git_sha() -> str:
+    """The checkout's commit, '-dirty' if it has uncommitted changes, 'unknown' outside git."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def versions() -> str:
+    return (
+        f"python={platform.python_version()} torch={torch.__version__} "
+        f"torchvision={torchvision.__version__} gdrq_bench={__version__}"
+    )
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,62 @@
+"""Swap a model's convs and linears for quantized layers, under the first/last-layer policy."""
+
+from __future__ import annotations
+
+import copy
+from fnmatch import fnmatch
+
+from torch import nn
+
+from gdrq_bench.quant.fake_quant import FLOAT_BITS
+from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from gdrq_bench.quant.methods import get_method
+from gdrq_bench.quant.spec import QuantSpec
+
+# Exact types: subclasses such as attention's out-projection are used through their weights.
+CONVERTIBLE = (nn.Conv2d, nn.Linear)
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every plain conv and linear, in registration order."""
+    return [(name, module) for name, module in model.named_modules() if type(module) in CONVERTIBLE]
+
+
+def quantized_layers(model: nn.Module) -> list[tuple[str, QuantConv2d | QuantLinear]]:
+    """(name, module) of every quantized layer of a converted model."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
+    """A quantized copy of `model` (left untouched), its quantizers in `quant` mode.
+
+    The first and last convertible layers in registration order follow
+    `spec.first_last_bits`; layers whose name matches a `spec.skip` pattern stay float.
+    """
+    spec.validate()
+    method = get_method(spec.method)
+    qmodel = copy.deepcopy(model)
+    layers = [
+        (name, layer)
+        for name, layer in quantizable_layers(qmodel)
+        if not any(fnmatch(name, pattern) for pattern in spec.skip)
+    ]
+    if not layers:
+        raise ValueError("the model has no conv or linear layer to quantize (after spec.skip)")
+    edges = {layers[0][0], layers[-1][0]}
+    for name, layer in layers:
+        w_bits, a_bits = spec.layer_bits(name in edges)
+        if w_bits == FLOAT_BITS and a_bits == FLOAT_BITS:
+            continue
+        out_channels = layer.weight.shape[0]
+        groups = spec.layer_groups(out_channels, name) if method.grouped else 1
+        weight_quantizer = method.weight(spec, w_bits, out_channels, groups)
+        wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+        new = wrapper(layer, weight_quantizer, method.act(spec, a_bits))
+        new.train(layer.training)
+        _replace(qmodel, name, new.to(layer.weight.device))
+    return qmodel

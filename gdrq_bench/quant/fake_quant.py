@@ -1,0 +1,82 @@
+"""Uniform fake quantization with straight-through gradients (METHOD.md section 2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+FLOAT_BITS = 32
+MIN_BITS, MAX_BITS = 2, 8
+# Smallest clip allowed: keeps an all-zero tensor from dividing by a zero step.
+MIN_ALPHA = 1e-12
+
+
+def check_bits(bits: object, name: str = "bits") -> int:
+    """Return `bits` if it is a valid width (2..8, or 32 for 'not quantized'), else raise."""
+    valid = isinstance(bits, int) and not isinstance(bits, bool)
+    if not valid or not (bits == FLOAT_BITS or MIN_BITS <= bits <= MAX_BITS):
+        raise ValueError(
+            f"{name}={bits!r} is not a valid bit-width: use {MIN_BITS}..{MAX_BITS}, "
+            f"or {FLOAT_BITS} for 'not quantized'"
+        )
+    return bits
+
+
+def level_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer levels of the grid: -(2^(b-1)-1)..2^(b-1)-1 signed, 0..2^b-1 unsigned."""
+    if signed:
+        top = 2 ** (bits - 1) - 1
+        return -top, top
+    return 0, 2**bits - 1
+
+
+def quant_step(alpha: Tensor | float, bits: int, signed: bool) -> Tensor:
+    """Grid step d = alpha / n for the clip `alpha` (a tensor broadcastable to the input)."""
+    alpha = torch.as_tensor(alpha)
+    return alpha.clamp_min(MIN_ALPHA) / level_range(bits, signed)[1]
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+def grad_scale(x: Tensor, scale: float) -> Tensor:
+    """Identity forward; multiplies the gradient by `scale` (LSQ's step-size gradient scale)."""
+    return (x - x * scale).detach() + x * scale
+
+
+def integer_levels(x: Tensor, bits: int, alpha: Tensor | float, signed: bool) -> Tensor:
+    """The integers Q(x)/d as a float tensor of x's dtype; the folded model computes these."""
+    lo, hi = level_range(bits, signed)
+    step = quant_step(alpha, bits, signed).to(x.dtype)
+    return torch.round(torch.clamp(x / step, lo, hi))
+
+
+def fake_quantize(
+    x: Tensor,
+    bits: int,
+    alpha: Tensor | float,
+    signed: bool = True,
+    grad_outside: bool = False,
+) -> Tensor:
+    """Q(x) = d * round(clamp(x / d, lo, hi)), d = alpha / n, with a straight-through estimator.
+
+    Gradient w.r.t. x is 1 inside the clip range and 0 outside it, or 1 everywhere when
+    `grad_outside` (the pass-through option for weights). When `alpha` is a tensor that needs a
+    gradient it receives the LSQ gradient of the rounding (d Q / d alpha through round_ste).
+    `bits == 32` returns x unchanged.
+    """
+    check_bits(bits)
+    if bits == FLOAT_BITS:
+        return x
+    lo, hi = level_range(bits, signed)
+    step = quant_step(alpha, bits, signed)
+    if isinstance(step, Tensor):
+        step = step.to(x.dtype)
+    scaled = x / step
+    q = round_ste(torch.clamp(scaled, lo, hi)) * step
+    if grad_outside:
+        outside = ((scaled < lo) | (scaled > hi)).to(x.dtype)
+        q = q + (x - x.detach()) * outside
+    return q

@@ -1,0 +1,223 @@
+"""Merge group steps into BatchNorm (METHOD.md section 5) and prove the merge exact.
+
+A quantized conv with input step d_a, filter steps d_g(c) and a following BN becomes
+
+    out_c = M_c * acc_c + B_c,  M_c = gamma_c d_g(c) d_a / sqrt(var_c + eps),
+                                B_c = beta_c + gamma_c (bias_c - mu_c) / sqrt(var_c + eps)
+
+where acc is the conv of the integer input with the int8 weights: one multiplier per channel,
+whatever the number of groups.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from gdrq_bench.quant.act_quant import ActQuantizer
+from gdrq_bench.quant.fake_quant import FLOAT_BITS, integer_levels, quant_step
+from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from gdrq_bench.quant.modes import QUANT
+
+BATCH_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+
+class FoldedInput(nn.Module):
+    """The eval-mode input quantizer, frozen. When it rounds, it outputs the integers and
+    `step` (d_a) moves into the layer's multiplier; otherwise it applies the quantizer as is
+    (a clip, or nothing) and `step` is 1."""
+
+    def __init__(self, quantizer: ActQuantizer) -> None:
+        super().__init__()
+        self.rounds = quantizer.mode == QUANT and quantizer.bits != FLOAT_BITS
+        self.quantizer = quantizer.eval()
+        alpha = quantizer.frozen_alpha()
+        self.register_buffer("alpha", alpha)
+        step = quant_step(alpha, quantizer.bits, quantizer.signed) if self.rounds else alpha * 0 + 1
+        self.register_buffer("step", step)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.rounds:
+            return integer_levels(x, self.quantizer.bits, self.alpha, self.quantizer.signed)
+        return self.quantizer(x)
+
+
+class FoldedLayer(nn.Module):
+    """Integer conv or linear followed by one per-channel affine; float parts follow x's dtype."""
+
+    def __init__(
+        self, layer: QuantConv2d | QuantLinear, scale: Tensor, shift: Tensor, weight_int: Tensor
+    ) -> None:
+        super().__init__()
+        self.input = FoldedInput(layer.input_quantizer)
+        self.register_buffer("weight_int", weight_int)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+        self.conv_args = (
+            dict(
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
+                groups=layer.groups,
+            )
+            if isinstance(layer, QuantConv2d)
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.input(x)
+        weight = self.weight_int.to(x.dtype)
+        if self.conv_args is None:
+            acc = F.linear(x, weight)
+            shape = (-1,)
+        else:
+            acc = F.conv2d(x, weight, None, **self.conv_args)
+            shape = (-1, 1, 1)
+        return acc * self.scale.to(x.dtype).view(shape) + self.shift.to(x.dtype).view(shape)
+
+    def extra_repr(self) -> str:
+        kind = "linear" if self.conv_args is None else f"conv2d {self.conv_args}"
+        return f"{kind}, weight_int={tuple(self.weight_int.shape)}"
+
+
+def _bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+    """(gamma / sqrt(var + eps), mu, beta) of an eval-mode BatchNorm."""
+    if getattr(bn, "running_var", None) is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    ones = torch.ones_like(bn.running_var)
+    gamma = bn.weight if bn.weight is not None else ones
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(ones)
+    inv_std = gamma / torch.sqrt(bn.running_var + bn.eps)
+    return inv_std.detach(), bn.running_mean.detach(), beta.detach()
+
+
+@torch.no_grad()
+def fold_layer(layer: QuantConv2d | QuantLinear, bn: nn.Module | None) -> FoldedLayer:
+    """The folded form of one quantized layer and the BN after it (None: no BN)."""
+    weight_int, weight_step = layer.weight_quantizer.integer_weight(layer.weight)
+    input_step = FoldedInput(layer.input_quantizer).step.to(weight_step.dtype)
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(weight_step)
+    scale, shift = weight_step * input_step, bias
+    if bn is not None:
+        inv_std, mean, beta = _bn_affine(bn)
+        scale, shift = inv_std * scale, beta + inv_std * (bias - mean)
+    return FoldedLayer(layer, scale, shift, weight_int)
+
+
+def _is_folded(layer: nn.Module) -> bool:
+    quantizer = getattr(layer, "weight_quantizer", None)
+    return quantizer is not None and quantizer.mode == QUANT and quantizer.bits != FLOAT_BITS
+
+
+def _atomic_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Leaf modules in registration order, a quantized layer counting as one leaf."""
+    children = list(module.named_children())
+    if not children or isinstance(module, QUANT_LAYERS):
+        return [(prefix, module)]
+    return [
+        item
+        for name, child in children
+        for item in _atomic_modules(child, f"{prefix}.{name}" if prefix else name)
+    ]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+@torch.no_grad()
+def fold_model(qmodel: nn.Module) -> nn.Module:
+    """An eval-mode copy of `qmodel` with every weight-quantized layer folded.
+
+    The BN merged into a layer is the leaf registered right after it, when that is a
+    BatchNorm2d or FrozenBatchNorm2d of matching width (how torchvision builds conv+BN); it
+    becomes Identity. A layer without such a BN keeps its steps as a per-channel output scale.
+    """
+    folded = copy.deepcopy(qmodel).eval()
+    leaves = _atomic_modules(folded)
+    found = False
+    for (name, layer), (next_name, after) in zip(leaves, [*leaves[1:], ("", None)]):
+        if not _is_folded(layer):
+            continue
+        bn = after if isinstance(after, BATCH_NORMS) else None
+        stats = bn.running_mean if bn is not None else None
+        if stats is not None and stats.numel() != layer.weight.shape[0]:
+            bn = None
+        _replace(folded, name, fold_layer(layer, bn))
+        if bn is not None:
+            _replace(folded, next_name, nn.Identity())
+        found = True
+    if not found:
+        raise ValueError("the model has no layer with quantized weights in 'quant' mode to fold")
+    return folded
+
+
+def _to_float64(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.double() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float64(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_float64(item) for key, item in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    """Every floating tensor in a model output (a tensor, or nested lists, tuples and dicts)."""
+    if isinstance(value, Tensor):
+        return [value] if value.is_floating_point() else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [tensor for item in value for tensor in _tensors(item)]
+    return []
+
+
+def _run(model: nn.Module, batch: Any) -> Any:
+    return model(*batch) if isinstance(batch, tuple) else model(batch)
+
+
+@torch.no_grad()
+def verify_fold(
+    qmodel: nn.Module, folded: nn.Module | None, batches: Iterable[Any]
+) -> dict[str, float]:
+    """Prove the BN merge on real batches, in float64 (METHOD.md section 5 says why).
+
+    A float64 copy of `qmodel` is folded and both run in eval mode on each batch (a tuple is
+    unpacked into arguments). Returns the largest absolute difference over every output
+    element, `max_rel` (that difference over the largest |output| of the same tensor), and,
+    when `folded` is given, `weight_mismatch`: how many of its integer weights differ from
+    the float64 fold's (0 when `folded` is a fold of this model).
+    """
+    reference = copy.deepcopy(qmodel).double().eval()
+    folded64 = fold_model(reference)
+    max_abs = max_rel = 0.0
+    for batch in batches:
+        batch64 = _to_float64(batch)
+        pairs = zip(
+            _tensors(_run(reference, batch64)), _tensors(_run(folded64, batch64)), strict=True
+        )
+        for expected, actual in pairs:
+            if expected.numel() == 0:
+                continue
+            difference = (actual - expected).abs().max().item()
+            max_abs = max(max_abs, difference)
+            max_rel = max(max_rel, difference / max(expected.abs().max().item(), 1e-30))
+    result = {"max_abs": max_abs, "max_rel": max_rel}
+    if folded is not None:
+        mine = dict(folded.named_buffers())
+        result["weight_mismatch"] = float(
+            sum(
+                int((mine[name].to(torch.int16) != ints.to(torch.int16)).sum())
+                for name, ints in folded64.named_buffers()
+                if name.endswith("weight_int")
+            )
+        )
+    return result

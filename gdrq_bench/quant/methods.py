@@ -1,0 +1,109 @@
+"""The registry of quantization methods: GDRQ, its ablations and the baselines (METHOD.md 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gdrq_bench.quant.act_quant import (
+    ActQuantizer,
+    FixedClipAct,
+    LearnedAct,
+    MinMaxAct,
+    ScaleClipAct,
+)
+from gdrq_bench.quant.spec import QuantSpec
+from gdrq_bench.quant.weight_quant import (
+    DorefaWeightQuantizer,
+    GroupWeightQuantizer,
+    WeightQuantizer,
+)
+
+# (spec, bits, out_channels, groups) -> weight quantizer
+WeightFactory = Callable[[QuantSpec, int, int, int], WeightQuantizer]
+ActFactory = Callable[[QuantSpec, int], ActQuantizer]
+
+
+@dataclass(frozen=True)
+class Method:
+    weight: WeightFactory
+    act: ActFactory
+    scale_clip: bool  # has Scale-Clip, so the reshape phase changes the model
+    grouped: bool  # honours spec.groups; other methods quantize weights per tensor
+
+
+def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False) -> WeightFactory:
+    def build(spec: QuantSpec, bits: int, out_channels: int, groups: int) -> WeightQuantizer:
+        return GroupWeightQuantizer(
+            bits,
+            out_channels,
+            groups,
+            strategy=spec.group_strategy,
+            alpha_mode=alpha or spec.alpha,
+            k_w=spec.k_w,
+            clip_k=spec.k_w if scale_clip else None,
+            stat=spec.weight_stat,
+            alpha_every=spec.alpha_every,
+            regroup_every=spec.regroup_every,
+            search_points=spec.search_points,
+            grad_outside=spec.weight_grad == "pass",
+            lsq_init=lsq_init,
+        )
+
+    return build
+
+
+def _dorefa_weights(spec: QuantSpec, bits: int, out_channels: int, groups: int) -> WeightQuantizer:
+    return DorefaWeightQuantizer(bits, grad_outside=spec.weight_grad == "pass")
+
+
+METHODS: dict[str, Method] = {
+    "gdrq": Method(
+        _group_quantizer(None, scale_clip=True),
+        lambda spec, bits: ScaleClipAct(bits, spec.k_a, spec.act_momentum),
+        scale_clip=True,
+        grouped=True,
+    ),
+    "scale_clip_only": Method(
+        _group_quantizer("scale_clip", scale_clip=True),
+        lambda spec, bits: ScaleClipAct(bits, spec.k_a, spec.act_momentum),
+        scale_clip=True,
+        grouped=False,
+    ),
+    "groups_only": Method(
+        _group_quantizer(None, scale_clip=False),
+        lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
+        scale_clip=False,
+        grouped=True,
+    ),
+    "minmax": Method(
+        _group_quantizer("max", scale_clip=False),
+        lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
+        scale_clip=False,
+        grouped=False,
+    ),
+    "lsq": Method(
+        _group_quantizer("learned", scale_clip=False, lsq_init=True),
+        lambda spec, bits: LearnedAct(bits, "lsq"),
+        scale_clip=False,
+        grouped=False,
+    ),
+    "pact": Method(
+        _dorefa_weights,
+        lambda spec, bits: LearnedAct(bits, "pact"),
+        scale_clip=False,
+        grouped=False,
+    ),
+    "dorefa": Method(
+        _dorefa_weights,
+        lambda spec, bits: FixedClipAct(bits),
+        scale_clip=False,
+        grouped=False,
+    ),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"method={name!r} is unknown: use one of {sorted(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,174 @@
+"""Weight quantizers: GDRQ's group quantizer (which also serves minmax, LSQ and the ablations)
+and DoReFa's (METHOD.md sections 3, 4 and 7)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gdrq_bench.quant.fake_quant import (
+    FLOAT_BITS,
+    fake_quantize,
+    grad_scale,
+    integer_levels,
+    level_range,
+    quant_step,
+)
+from gdrq_bench.quant.groups import assign_groups, group_max_abs, group_mean_abs, search_group_alpha
+from gdrq_bench.quant.modes import CLIP, FLOAT, QuantizerBase
+from gdrq_bench.quant.scale_clip import filter_statistic, scale_clip_weight
+
+
+def _per_filter(values: Tensor, like: Tensor) -> Tensor:
+    """View a (C_out,) vector so it broadcasts against a weight of like's shape."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class WeightQuantizer(QuantizerBase):
+    """Maps a layer's float weight to its fake-quantized weight.
+
+    Subclasses say how the weight is reshaped before rounding (`reshape`) and which clip each
+    output filter gets (`filter_alpha`); this class rounds, and exports the integers for folding.
+    """
+
+    def __init__(self, bits: int, grad_outside: bool = False) -> None:
+        super().__init__(bits)
+        self.grad_outside = grad_outside
+
+    def reshape(self, weight: Tensor) -> Tensor:
+        """The tensor that is rounded; also what the reshape phase trains with."""
+        return weight
+
+    def filter_alpha(self, reshaped: Tensor) -> Tensor:
+        """(C_out,) clip of each output filter; may update state in training mode."""
+        raise NotImplementedError
+
+    def effective(self, weight: Tensor) -> Tensor:
+        """The weight before rounding as the current mode sees it (statistics read this)."""
+        return weight if self.mode == FLOAT else self.reshape(weight)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if self.mode == FLOAT:
+            return weight
+        reshaped = self.reshape(weight)
+        if self.mode == CLIP or self.bits == FLOAT_BITS:
+            return reshaped
+        alpha = _per_filter(self.filter_alpha(reshaped), reshaped)
+        return fake_quantize(
+            reshaped, self.bits, alpha, signed=True, grad_outside=self.grad_outside
+        )
+
+    @torch.no_grad()
+    def integer_weight(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(integer weights as int8, (C_out,) step of each filter) of the eval-mode weight."""
+        reshaped = self.reshape(weight)
+        alpha = self.filter_alpha(reshaped).detach()
+        ints = integer_levels(reshaped, self.bits, _per_filter(alpha, reshaped), signed=True)
+        return ints.to(torch.int8), quant_step(alpha, self.bits, signed=True).to(weight.dtype)
+
+
+class GroupWeightQuantizer(WeightQuantizer):
+    """Filters split into `groups` groups, each with its own clip.
+
+    alpha modes: `search` (argmin QL_2 on a grid, redone every `alpha_every` training steps),
+    `scale_clip` (k_w * mean|W_g|), `max` (max|W_g|, the minmax baseline) and `learned` (a
+    parameter initialised by `search`, or by LSQ's rule when `lsq_init`, trained with the LSQ
+    gradient). `clip_k` turns on Scale-Clip of the weights before grouping.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        out_channels: int,
+        groups: int,
+        strategy: str = "sorted",
+        alpha_mode: str = "search",
+        k_w: float = 2.0,
+        clip_k: float | None = None,
+        stat: str = "mean_abs",
+        alpha_every: int = 10,
+        regroup_every: int = 0,
+        search_points: int = 64,
+        grad_outside: bool = False,
+        lsq_init: bool = False,
+    ) -> None:
+        super().__init__(bits, grad_outside)
+        self.groups, self.strategy, self.alpha_mode = groups, strategy, alpha_mode
+        self.k_w, self.clip_k, self.stat = k_w, clip_k, stat
+        self.alpha_every, self.regroup_every = alpha_every, regroup_every
+        self.search_points, self.lsq_init = search_points, lsq_init
+        self.register_buffer("group_of", torch.zeros(out_channels, dtype=torch.long))
+        self.register_buffer("grouped", torch.tensor(False))
+        self.register_buffer("group_alpha", torch.ones(groups))
+        self.register_buffer("alpha_ready", torch.tensor(False))
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+        if alpha_mode == "learned":
+            self.learned_alpha = nn.Parameter(torch.ones(groups))
+
+    def reshape(self, weight: Tensor) -> Tensor:
+        if self.clip_k is None:
+            return weight
+        return scale_clip_weight(weight, self.clip_k, self.stat)
+
+    def _due(self, every: int) -> bool:
+        return self.training and every > 0 and int(self.steps) % every == 0
+
+    def _initial_alpha(self, reshaped: Tensor) -> Tensor:
+        if self.lsq_init:
+            top = level_range(self.bits, signed=True)[1]
+            return 2 * group_mean_abs(reshaped, self.group_of, self.groups) * top**0.5
+        return search_group_alpha(
+            reshaped, self.group_of, self.groups, self.bits, self.search_points
+        )
+
+    def _computed_alpha(self, reshaped: Tensor) -> Tensor:
+        if self.alpha_mode == "scale_clip":
+            return self.k_w * group_mean_abs(reshaped, self.group_of, self.groups)
+        if self.alpha_mode == "max":
+            return group_max_abs(reshaped, self.group_of, self.groups)
+        if not self.alpha_ready or self._due(self.alpha_every):
+            self.group_alpha.copy_(self._initial_alpha(reshaped))
+            self.alpha_ready.fill_(True)
+        return self.group_alpha
+
+    def filter_alpha(self, reshaped: Tensor) -> Tensor:
+        if not self.grouped or self._due(self.regroup_every):
+            statistic = filter_statistic(reshaped, self.stat)
+            self.group_of.copy_(assign_groups(statistic, self.groups, self.strategy))
+            self.grouped.fill_(True)
+        if self.alpha_mode == "learned":
+            if not self.alpha_ready:
+                with torch.no_grad():
+                    self.learned_alpha.copy_(self._initial_alpha(reshaped))
+                self.alpha_ready.fill_(True)
+            top = level_range(self.bits, signed=True)[1]
+            alpha = grad_scale(self.learned_alpha, (reshaped.numel() / self.groups * top) ** -0.5)
+        else:
+            alpha = self._computed_alpha(reshaped)
+        if self.training:
+            self.steps += 1
+        return alpha[self.group_of]
+
+    def extra_repr(self) -> str:
+        return (
+            f"bits={self.bits}, groups={self.groups}, strategy={self.strategy}, "
+            f"alpha={self.alpha_mode}, scale_clip={self.clip_k}, mode={self.mode}"
+        )
+
+
+class DorefaWeightQuantizer(WeightQuantizer):
+    """DoReFa: tanh(W) / max|tanh(W)| rounded on the signed grid with clip 1.
+
+    [choice] The symmetric signed grid (2^b - 1 levels) instead of DoReFa's 2^b levels, so
+    every method's weights are integers times a step and fold the same way.
+    """
+
+    def reshape(self, weight: Tensor) -> Tensor:
+        squashed = torch.tanh(weight)
+        return squashed / squashed.abs().max().clamp_min(1e-12)
+
+    def filter_alpha(self, reshaped: Tensor) -> Tensor:
+        return torch.ones(reshaped.shape[0], dtype=reshaped.dtype, device=reshaped.device)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, dorefa, mode={self.mode}"

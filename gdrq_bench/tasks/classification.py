@@ -1,0 +1,120 @@
+"""Image classification on ImageFolder trees (ImageNet, any ImageFolder, the embedded digits)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+
+from gdrq_bench.config import DatasetConfig, ModelConfig, TrainerConfig
+from gdrq_bench.data.digits import prepare_digits
+from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
+from gdrq_bench.errors import ConfigError
+from gdrq_bench.models.classifiers import build_classifier, check_classifier
+
+DATASET_NAMES = ("digits", "imagenet", "imagefolder")
+PRESETS = ("small", "imagenet")
+
+
+def build_transforms(dataset: DatasetConfig) -> tuple[T.Compose, T.Compose]:
+    """(train, eval) transforms for dataset.preset."""
+    size = dataset.image_size
+    if dataset.preset == "imagenet":
+        train = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+        val = [T.Resize(dataset.resize), T.CenterCrop(size)]
+    elif dataset.preset == "small":  # no flip: digits are not mirror-symmetric
+        train = [T.Resize(size), T.RandomCrop(size, padding=size // 8)]
+        val = [T.Resize(size), T.CenterCrop(size)]  # the crop only matters for non-square images
+    else:
+        raise ConfigError(f"dataset.preset={dataset.preset}: unknown; valid: {', '.join(PRESETS)}")
+    tail = [T.ToTensor(), T.Normalize(list(dataset.mean), list(dataset.std))]
+    return T.Compose(train + tail), T.Compose(val + tail)
+
+
+class ClassificationTask:
+    name = "classification"
+    metric = "top1"
+
+    def __init__(
+        self,
+        dataset: DatasetConfig,
+        model: ModelConfig,
+        trainer: TrainerConfig,
+        cache_dir: str,
+    ) -> None:
+        check_classifier(model.name, model.pretrained)
+        if dataset.name not in DATASET_NAMES:
+            raise ConfigError(
+                f"dataset.name={dataset.name}: unknown; valid: {', '.join(DATASET_NAMES)}"
+            )
+        train_transform, eval_transform = build_transforms(dataset)
+        root = Path(dataset.root).expanduser()
+        if dataset.name == "digits":
+            root = prepare_digits(root, dataset.image_size)
+        self.train_set = load_imagefolder(root, dataset.train_split, train_transform)
+        self.eval_set = load_imagefolder(root, dataset.val_split, eval_transform)
+        check_same_classes(self.train_set, self.eval_set)
+        self.num_classes = len(self.train_set.classes)
+        self.dataset_config, self.model_config, self.trainer_config = dataset, model, trainer
+        self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
+
+    def build_model(self) -> nn.Module:
+        return build_classifier(
+            self.model_config.name, self.num_classes, self.model_config.pretrained, self.weights_dir
+        )
+
+    def train_loader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        return DataLoader(
+            self.train_set,
+            batch_size=self.trainer_config.batch_size,
+            shuffle=True,
+            num_workers=self.dataset_config.num_workers,
+            generator=generator,
+            drop_last=False,
+        )
+
+    def eval_loader(self) -> DataLoader:
+        return DataLoader(
+            self.eval_set,
+            batch_size=self.trainer_config.eval_batch_size,
+            num_workers=self.dataset_config.num_workers,
+        )
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        images, labels = _to_device(batch, model)
+        return F.cross_entropy(model(images), labels)
+
+    def model_inputs(self, batch: Any) -> Any:
+        return batch[0]
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, max_batches: int | None = None
+    ) -> dict[str, float]:
+        k = min(5, self.num_classes)
+        correct1 = correct_k = total = 0
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for batch in itertools.islice(loader, max_batches):
+                images, labels = _to_device(batch, model)
+                hits = model(images).topk(k, dim=1).indices == labels[:, None]
+                correct1 += hits[:, 0].sum().item()
+                correct_k += hits.any(dim=1).sum().item()
+                total += labels.numel()
+        model.train(was_training)
+        return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct_k / total}
+
+
+def _to_device(batch: Any, model: nn.Module) -> tuple[Tensor, Tensor]:
+    """The batch on the model's device (CPU for a model without parameters or buffers)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    device = next(tensors, torch.empty(0)).device
+    images, labels = batch
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

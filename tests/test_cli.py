@@ -1,0 +1,131 @@
+"""End to end: gdrq-run itself, on the embedded digits data, into temporary results tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gdrq_bench.results import COLUMNS
+
+GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per module: digits are written once, the smoke float model trained once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GDRQ_CACHE": str(cache_dir), "WANDB_MODE": "disabled"}
+    command = [
+        GDRQ_RUN,
+        "trainer=smoke",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *overrides,
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def read_rows(tmp_path: Path) -> list[dict[str, str]]:
+    table = tmp_path / "results" / "classification.csv"
+    if not table.exists():
+        return []
+    with table.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("gdrq-run: error:")]
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> None:
+    result = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_rows(tmp_path)
+    assert len(rows) == 1
+    row = rows[0]
+    assert list(row) == COLUMNS
+    assert (row["task"], row["dataset"], row["model"], row["method"]) == (
+        "classification",
+        "digits",
+        "resnet20",
+        "gdrq",
+    )
+    assert (row["w_bits"], row["a_bits"], row["groups"], row["seed"]) == ("4", "4", "4", "3")
+    assert row["metric"] == "top1"
+    scores = {name: float(row[name]) for name in ("fp", "quant", "folded")}
+    assert all(0.0 <= value <= 100.0 for value in scores.values())
+    assert float(row["drop"]) == pytest.approx(scores["fp"] - scores["folded"], abs=1e-3)
+    assert float(row["fold_err"]) <= 1e-6
+    assert float(row["kurtosis_after"]) < float(row["kurtosis_before"])
+    assert 0 < float(row["ql_after"]) < 1 and 0 < float(row["ql_before"]) < 1
+    assert row["command"] == (
+        f"gdrq-run trainer=smoke results_dir={tmp_path / 'results'} logger=none seed=3"
+    )
+    assert row["fp_source"] == "trained"
+    run_dir = Path(row["run_dir"])
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "gdrq_run.log").is_file()
+    assert (run_dir / "layer_stats.json").is_file()
+
+
+@pytest.mark.slow
+def test_second_run_reuses_the_cached_float_model(tmp_path: Path, cache_dir: Path) -> None:
+    first = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=5", "bits=8")
+    second = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=5", "bits=8")
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
+    rows = read_rows(tmp_path)
+    assert [row["fp_source"] for row in rows] == ["trained", "cache"]
+    for metric in ("fp", "quant", "folded", "fold_err", "kurtosis_after"):
+        assert rows[0][metric] == rows[1][metric], metric
+
+
+def test_missing_dataset_root_fails_with_one_line_and_no_row(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    missing = tmp_path / "no-such-imagenet"
+    result = gdrq_run(tmp_path, cache_dir, "dataset=imagefolder", f"dataset.root={missing}")
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1 and str(missing) in lines[0] and "train" in lines[0]
+    assert read_rows(tmp_path) == []
+
+
+def test_wrong_layout_fails_naming_the_path(tmp_path: Path, cache_dir: Path) -> None:
+    root = tmp_path / "flat"
+    (root / "train" / "cat").mkdir(parents=True)
+    result = gdrq_run(tmp_path, cache_dir, "dataset=imagefolder", f"dataset.root={root}")
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1 and str(root) in lines[0]
+    assert read_rows(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("bits=33", "bits"),
+        ("grouping=bogus", "grouping"),
+        ("bits.w=33", "bits.w"),
+        ("grouping.groups=0", "grouping.groups"),
+        ("method.k_w=0", "method.k_w"),
+        ("grouping.groups=1000", "grouping.groups"),
+    ],
+)
+def test_bad_config_fails_before_training(
+    tmp_path: Path, cache_dir: Path, override: str, named: str
+) -> None:
+    result = gdrq_run(tmp_path, cache_dir, override)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert named in output
+    assert "epoch" not in output
+    assert read_rows(tmp_path) == []

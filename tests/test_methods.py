@@ -1,0 +1,158 @@
+"""GDRQ, its ablations and the baselines (METHOD.md section 7): each one trains, as specified."""
+
+import numpy as np
+import pytest
+import torch
+from quant_reference import positive_levels, reference_quantize
+from torch import nn
+from torch.nn import functional as F
+
+from gdrq_bench.quant import METHODS, QuantSpec, quantize_model, quantized_layers
+from gdrq_bench.quant.act_quant import LearnedAct
+from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
+
+GROUPED = {"gdrq", "groups_only"}
+SCALE_CLIP = {"gdrq", "scale_clip_only"}
+WEIGHT_ALPHA = {
+    "gdrq": "search",
+    "scale_clip_only": "scale_clip",
+    "groups_only": "search",
+    "minmax": "max",
+    "lsq": "learned",
+}
+
+
+def _tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    """64 noisy 8x8 images; class 1 has a brighter first channel."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 2
+    images = torch.randn(64, 3, 8, 8, generator=generator)
+    images[:, 0] += 1.5 * (2 * labels.float() - 1).view(-1, 1, 1)
+    return images, labels
+
+
+def _spec(method: str, **overrides) -> QuantSpec:
+    """W4A4 on every layer (the first and last too), two groups where the method has groups."""
+    fields = {"w_bits": 4, "a_bits": 4, "groups": 2, "first_last_bits": "same", **overrides}
+    return QuantSpec(method=method, **fields)
+
+
+def test_the_registry():
+    assert set(METHODS) == {
+        "gdrq",
+        "scale_clip_only",
+        "groups_only",
+        "minmax",
+        "lsq",
+        "pact",
+        "dorefa",
+    }
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_trains_with_a_falling_loss(method):
+    model = quantize_model(_tiny_model(), _spec(method)).train()
+    images, labels = _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(30):
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        assert all(layer.weight.grad.abs().sum() > 0 for _, layer in quantized_layers(model))
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_groups_scale_clip_and_clip_rule_per_method(method):
+    for _, layer in quantized_layers(quantize_model(_tiny_model(), _spec(method))):
+        quantizer = layer.weight_quantizer
+        if isinstance(quantizer, GroupWeightQuantizer):
+            assert quantizer.groups == (2 if method in GROUPED else 1)
+            assert quantizer.clip_k == (2.0 if method in SCALE_CLIP else None)
+            assert quantizer.alpha_mode == WEIGHT_ALPHA[method]
+        else:
+            assert method in {"pact", "dorefa"}
+
+
+def _learned_alphas(model: nn.Module) -> list[torch.nn.Parameter]:
+    alphas = []
+    for module in model.modules():
+        if isinstance(module, GroupWeightQuantizer) and module.alpha_mode == "learned":
+            alphas.append(module.learned_alpha)
+        if isinstance(module, LearnedAct):
+            alphas.append(module.clip)
+    return alphas
+
+
+@pytest.mark.parametrize(("method", "count"), [("lsq", 6), ("gdrq", 3)])
+def test_learned_clips_receive_gradients(method, count):
+    model = quantize_model(_tiny_model(), _spec(method, alpha="learned")).train()
+    images, labels = _data()
+    F.cross_entropy(model(images), labels).backward()
+    alphas = _learned_alphas(model)
+    assert len(alphas) == count  # lsq: 3 weight and 3 input clips; gdrq: 3 weight clips
+    for alpha in alphas:
+        assert alpha.grad is not None
+        assert (alpha.grad != 0).all()
+
+
+def _single_layer(method: str, bits: int = 3) -> nn.Module:
+    linear = nn.Linear(20, 6)
+    torch.nn.init.normal_(linear.weight, 0.0, 0.7, generator=torch.Generator().manual_seed(1))
+    return quantize_model(nn.Sequential(linear), _spec(method, w_bits=bits, a_bits=bits))[0]
+
+
+def test_minmax_clips_weights_at_max_abs():
+    layer = _single_layer("minmax")
+    weight = layer.weight.detach().numpy()
+    expected = reference_quantize(weight, 3, np.abs(weight).max())
+    np.testing.assert_allclose(layer.weight_quantizer(layer.weight).detach(), expected, atol=1e-6)
+
+
+def test_dorefa_weights_are_normalised_tanh_on_the_unit_grid():
+    layer = _single_layer("dorefa")
+    squashed = np.tanh(layer.weight.detach().numpy().astype(np.float64))
+    expected = reference_quantize(squashed / np.abs(squashed).max(), 3, 1.0)
+    np.testing.assert_allclose(layer.weight_quantizer(layer.weight).detach(), expected, atol=1e-6)
+
+
+def test_dorefa_activations_clip_to_unit_range():
+    layer = _single_layer("dorefa")
+    x = torch.linspace(0.0, 3.0, 200)
+    out = layer.input_quantizer(x)
+    np.testing.assert_allclose(out, reference_quantize(x.numpy(), 3, 1.0, signed=False), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lsq", "pact"])
+def test_learned_activation_clip_initialisation(method):
+    layer = _single_layer(method).train()
+    x = torch.rand(4, 20, generator=torch.Generator().manual_seed(2)) * 3
+    layer.input_quantizer(x)
+    n = positive_levels(3, signed=False)
+    expected = 2 * x.mean() * n**0.5 if method == "lsq" else x.max()
+    assert layer.input_quantizer.clip.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_lsq_weight_clip_initialisation():
+    layer = _single_layer("lsq").train()
+    layer.weight_quantizer(layer.weight)
+    expected = 2 * layer.weight.abs().mean().item() * positive_levels(3, signed=True) ** 0.5
+    assert layer.weight_quantizer.learned_alpha.item() == pytest.approx(expected, rel=1e-6)

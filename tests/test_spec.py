@@ -1,0 +1,77 @@
+"""QuantSpec validation: every bad argument raises a ValueError that names it."""
+
+from collections import OrderedDict
+
+import pytest
+from torch import nn
+
+from gdrq_bench.quant import QuantSpec, quantize_model, set_mode
+
+BAD_BITS = [0, 1, 9, 33]
+
+
+@pytest.mark.parametrize("bits", BAD_BITS)
+@pytest.mark.parametrize("field", ["w_bits", "a_bits"])
+def test_bad_bits(field, bits):
+    with pytest.raises(ValueError, match=f"^{field}={bits} "):
+        QuantSpec(**{field: bits}).validate()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"groups": 0}, r"^groups=0 "),
+        ({"groups": -2}, r"^groups=-2 "),
+        ({"groups": "all"}, r"^groups='all' "),
+        ({"method": "ternary"}, r"^method='ternary' "),
+        ({"group_strategy": "random"}, r"^group_strategy='random' "),
+        ({"alpha": "magic"}, r"^alpha='magic' "),
+        ({"weight_stat": "max"}, r"^weight_stat='max' "),
+        ({"first_last_bits": 4}, r"^first_last_bits=4 "),
+        ({"k_w": 0.0}, r"^k_w=0.0 "),
+        ({"k_w": -2.0}, r"^k_w=-2.0 "),
+        ({"k_a": 0}, r"^k_a=0 "),
+        ({"act_momentum": 0.0}, r"^act_momentum=0.0 "),
+        ({"search_points": 0}, r"^search_points=0 "),
+    ],
+)
+def test_bad_fields(fields, message):
+    with pytest.raises(ValueError, match=message):
+        QuantSpec(**fields).validate()
+
+
+@pytest.mark.parametrize("groups", [1, 7, "per_channel"])
+def test_good_spec_validates(groups):
+    spec = QuantSpec(groups=groups, first_last_bits="fp", w_bits=2, a_bits=8)
+    assert spec.validate() is spec
+
+
+def _narrow_model() -> nn.Module:
+    return nn.Sequential(
+        OrderedDict(
+            stem=nn.Conv2d(3, 8, 3),
+            narrow=nn.Conv2d(8, 3, 3),
+            head=nn.Conv2d(3, 10, 1),
+        )
+    )
+
+
+def test_quantize_model_validates_the_spec():
+    with pytest.raises(ValueError, match=r"^method='ternary'"):
+        quantize_model(_narrow_model(), QuantSpec(method="ternary"))
+    with pytest.raises(ValueError, match=r"^w_bits=1 "):
+        quantize_model(_narrow_model(), QuantSpec(w_bits=1))
+
+
+def test_more_groups_than_channels_names_the_layer():
+    with pytest.raises(ValueError, match=r"^groups=4 .* 3 output channels of layer 'narrow'"):
+        quantize_model(_narrow_model(), QuantSpec(groups=4))
+
+
+def test_ungrouped_methods_ignore_the_group_count():
+    quantize_model(_narrow_model(), QuantSpec(method="minmax", groups=4))
+
+
+def test_unknown_mode():
+    with pytest.raises(ValueError, match=r"^mode='round' "):
+        set_mode(_narrow_model(), "round")
