@@ -30,6 +30,7 @@ from gdrq_bench.errors import ConfigError, DataError
 from gdrq_bench.quant import (
     CLIP,
     FLOAT,
+    FLOAT_BITS,
     QUANT,
     QuantSpec,
     fold_model,
@@ -240,8 +241,16 @@ def _mean(stats: dict[str, dict[str, float]] | None, key: str) -> float | str:
     return round(sum(layer[key] for layer in stats.values()) / len(stats), 4)
 
 
+def _display_path(path: Path) -> str:
+    """Relative to the working directory when inside it, so committed tables name no machine."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def stage_report(
-    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float, command: str
+    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
 ) -> dict[str, Any]:
     """Append the results row and print the summary; returns the row."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
@@ -268,7 +277,7 @@ def stage_report(
         "metric": metric,
         **scores,
         "drop": round(scores["fp"] - scores["folded"], 4),
-        "fold_err": f"{fold_err:.3g}",
+        "fold_err": "" if fold_err is None else f"{fold_err:.3g}",
         "kurtosis_before": _mean(stats.get("before"), "kurtosis"),
         "kurtosis_after": _mean(stats.get("after"), "kurtosis"),
         "ql_before": _mean(stats.get("before"), "ql2"),
@@ -276,7 +285,7 @@ def stage_report(
         "train_s": round(run.train_seconds, 1),
         "device": provenance.device_name(),
         "versions": provenance.versions(),
-        "run_dir": str(run.run_dir),
+        "run_dir": _display_path(run.run_dir),
         "fp_source": fp_source,
     }
     append_row(table_path(Path(cfg.results_dir), run.task.name), row)
@@ -295,6 +304,17 @@ def summary_table(row: dict[str, Any]) -> str:
         f"{'QL_2':16}{row['ql_before']!s:>10}{row['ql_after']!s:>10}",
     ]
     return "\n".join(lines)
+
+
+def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, Any], float]:
+    """reshape -> qat -> fold -> eval of a quantized copy; (weight statistics, fold error)."""
+    qmodel = quantize_model(model, run.spec)
+    stats = stage_reshape(run, qmodel)
+    stage_qat(run, qmodel)
+    folded, check = stage_fold(run, qmodel)
+    run.evaluate(qmodel, "quant")
+    run.evaluate(folded, "folded")
+    return stats, check["max_rel"]
 
 
 def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]:
@@ -316,13 +336,12 @@ def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]
     try:
         model, fp_source = stage_fp(run, model)
         run.evaluate(model, "fp")
-        qmodel = quantize_model(model, spec)
-        stats = stage_reshape(run, qmodel)
-        stage_qat(run, qmodel)
-        folded, check = stage_fold(run, qmodel)
-        run.evaluate(qmodel, "quant")
-        run.evaluate(folded, "folded")
-        row = stage_report(run, fp_source, stats, check["max_rel"], command)
+        if spec.w_bits == spec.a_bits == FLOAT_BITS:  # the float baseline: nothing to quantize
+            run.metrics["quant"] = run.metrics["folded"] = run.metrics["fp"]
+            stats, fold_err = {}, None
+        else:
+            stats, fold_err = quantized_stages(run, model)
+        row = stage_report(run, fp_source, stats, fold_err, command)
     finally:
         run.logger.finish(row)
     return row

@@ -4,7 +4,7 @@ Knows nothing of Hydra, tasks, data sets or files.
 """
 
 from gdrq_bench.quant.convert import quantize_model, quantized_layers
-from gdrq_bench.quant.fake_quant import check_bits, fake_quantize, level_range
+from gdrq_bench.quant.fake_quant import FLOAT_BITS, check_bits, fake_quantize, level_range
 from gdrq_bench.quant.fold import fold_model, verify_fold
 from gdrq_bench.quant.methods import METHODS, get_method
 from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, set_mode
@@ -14,6 +14,7 @@ from gdrq_bench.quant.stats import kurtosis, layer_weight_stats, quantized_loss
 __all__ = [
     "CLIP",
     "FLOAT",
+    "FLOAT_BITS",
     "METHODS",
     "QUANT",
     "QuantSpec",
