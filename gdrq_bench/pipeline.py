@@ -329,6 +329,7 @@ def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
     check_writable(cfg.results_dir)
     task = build_task(cfg)
+    seed_stage(cfg.seed, "init")  # the float model's initial weights
     model = task.build_model()
     quantize_model(model, spec)  # layer-level checks (groups per layer) before any training
     run = Run(cfg, spec, task, run_dir, start_logger(cfg, run_dir))

@@ -129,3 +129,16 @@ def test_bad_config_fails_before_training(
     assert named in output
     assert "epoch" not in output
     assert read_rows(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_same_seed_trained_twice_gives_the_same_row(tmp_path: Path) -> None:
+    rows = []
+    for attempt in ("a", "b"):
+        workdir = tmp_path / attempt
+        result = gdrq_run(workdir, tmp_path / f"cache-{attempt}", "logger=none", "seed=7")
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows += read_rows(workdir)
+    assert [row["fp_source"] for row in rows] == ["trained", "trained"]
+    for metric in ("fp", "quant", "folded", "fold_err", "kurtosis_before", "ql_after"):
+        assert rows[0][metric] == rows[1][metric], metric

@@ -32,7 +32,8 @@ def level_range(bits: int, signed: bool) -> tuple[int, int]:
 
 def quant_step(alpha: Tensor | float, bits: int, signed: bool) -> Tensor:
     """Grid step d = alpha / n for the clip `alpha` (a tensor broadcastable to the input)."""
-    alpha = torch.as_tensor(alpha)
+    if not isinstance(alpha, Tensor):
+        alpha = torch.tensor(alpha, dtype=torch.float64)  # cast to the input's dtype by callers
     return alpha.clamp_min(MIN_ALPHA) / level_range(bits, signed)[1]
 
 
