@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
+from tqdm import tqdm
 
 from gdrq_bench.config import DatasetConfig, ModelConfig, TrainerConfig
 from gdrq_bench.data.digits import prepare_digits
@@ -102,7 +103,10 @@ class ClassificationTask:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            for batch in itertools.islice(loader, max_batches):
+            batches = itertools.islice(loader, max_batches)
+            total_batches = min(len(loader), max_batches or len(loader))
+            quiet = not self.trainer_config.progress
+            for batch in tqdm(batches, "eval", total_batches, leave=False, disable=quiet):
                 images, labels = _to_device(batch, model)
                 hits = model(images).topk(k, dim=1).indices == labels[:, None]
                 correct1 += hits[:, 0].sum().item()
