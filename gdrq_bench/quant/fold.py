@@ -39,8 +39,10 @@ class FoldedInput(nn.Module):
         self.quantizer = quantizer.eval()
         alpha = quantizer.frozen_alpha()
         self.register_buffer("alpha", alpha)
-        step = quant_step(alpha, quantizer.bits, quantizer.signed) if self.rounds else alpha * 0 + 1
-        self.register_buffer("step", step)
+        if self.rounds:
+            self.register_buffer("step", quant_step(alpha, quantizer.bits, quantizer.signed))
+        else:
+            self.register_buffer("step", torch.ones_like(alpha))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.rounds:
@@ -52,10 +54,15 @@ class FoldedLayer(nn.Module):
     """Integer conv or linear followed by one per-channel affine; float parts follow x's dtype."""
 
     def __init__(
-        self, layer: QuantConv2d | QuantLinear, scale: Tensor, shift: Tensor, weight_int: Tensor
+        self,
+        layer: QuantConv2d | QuantLinear,
+        folded_input: FoldedInput,
+        scale: Tensor,
+        shift: Tensor,
+        weight_int: Tensor,
     ) -> None:
         super().__init__()
-        self.input = FoldedInput(layer.input_quantizer)
+        self.input = folded_input
         self.register_buffer("weight_int", weight_int)
         self.register_buffer("scale", scale)
         self.register_buffer("shift", shift)
@@ -101,13 +108,14 @@ def _bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
 def fold_layer(layer: QuantConv2d | QuantLinear, bn: nn.Module | None) -> FoldedLayer:
     """The folded form of one quantized layer and the BN after it (None: no BN)."""
     weight_int, weight_step = layer.weight_quantizer.integer_weight(layer.weight)
-    input_step = FoldedInput(layer.input_quantizer).step.to(weight_step.dtype)
+    folded_input = FoldedInput(layer.input_quantizer)
+    input_step = folded_input.step.to(weight_step.dtype)
     bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(weight_step)
     scale, shift = weight_step * input_step, bias
     if bn is not None:
         inv_std, mean, beta = _bn_affine(bn)
         scale, shift = inv_std * scale, beta + inv_std * (bias - mean)
-    return FoldedLayer(layer, scale, shift, weight_int)
+    return FoldedLayer(layer, folded_input, scale, shift, weight_int)
 
 
 def _is_folded(layer: nn.Module) -> bool:
