@@ -1,0 +1,71 @@
+"""COCO box metrics through pycocotools' COCOeval, quiet and safe on empty predictions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = ["STAT_NAMES", "coco_bbox_stats"]
+
+#: Names of COCOeval.stats[0..11] for iouType="bbox", in order.
+STAT_NAMES: tuple[str, ...] = (
+    "bbox_ap",  # AP @ IoU 0.50:0.95, all areas, maxDets 100
+    "bbox_ap50",
+    "bbox_ap75",
+    "bbox_ap_small",
+    "bbox_ap_medium",
+    "bbox_ap_large",
+    "bbox_ar1",  # AR, maxDets 1
+    "bbox_ar10",
+    "bbox_ar100",
+    "bbox_ar_small",
+    "bbox_ar_medium",
+    "bbox_ar_large",
+)
+
+
+def _load_gt(ground_truth: COCO | str | Path) -> COCO:
+    if isinstance(ground_truth, COCO):
+        return ground_truth
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(ground_truth))
+
+
+def _load_predictions(predictions: list[dict[str, Any]] | str | Path) -> list[dict[str, Any]]:
+    if isinstance(predictions, (str, Path)):
+        with open(predictions) as f:
+            predictions = json.load(f)
+    if not isinstance(predictions, list):
+        raise TypeError(f"predictions must be a list of COCO results, got {type(predictions)}")
+    # loadRes adds keys (area, id, ...) to the dicts it gets: hand it copies.
+    return [dict(p) for p in predictions]
+
+
+def coco_bbox_stats(
+    ground_truth: COCO | str | Path, predictions: list[dict[str, Any]] | str | Path
+) -> dict[str, float]:
+    """The 12 standard COCO bbox stats in percent, keyed by :data:`STAT_NAMES`.
+
+    ``predictions`` are COCO results ``{"image_id", "category_id", "bbox": [x, y, w, h],
+    "score"}`` (a list or a JSON file). An empty list gives all zeros (pycocotools' ``loadRes``
+    fails on it). Otherwise values are ``COCOeval.stats * 100`` unchanged, so a stat pycocotools
+    cannot define (no ground truth in that area range) stays at its -1 sentinel, i.e. -100.
+    pycocotools' printing is silenced.
+    """
+    coco_gt = _load_gt(ground_truth)
+    preds = _load_predictions(predictions)
+    if not preds:
+        return dict.fromkeys(STAT_NAMES, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(preds)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(v) * 100.0 for name, v in zip(STAT_NAMES, evaluator.stats)}
