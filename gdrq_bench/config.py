@@ -15,6 +15,14 @@ class TaskConfig:
 
 
 @dataclass
+class DetectionTaskConfig(TaskConfig):
+    name: str = "detection"
+    detector: str = "retinanet"  # "retinanet", "faster_rcnn" or "ssdlite"
+    quantize: str = "all"  # "backbone", "backbone_fpn" or "all" (backbone, neck and heads)
+    voc_ap: str = "area"  # VOC AP: "area" under the interpolated curve or VOC07 "11point"
+
+
+@dataclass
 class ModelConfig:
     name: str = "resnet20"
     pretrained: bool = False  # torchvision weights (downloaded by torchvision on first use)
@@ -23,16 +31,35 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
+    """What every task's data set has; each task's schema below adds its own keys."""
+
     name: str = "digits"
     root: str = MISSING
     image_size: int = 32
-    resize: int = 32  # evaluation resize before the center crop (imagenet preset: 256)
-    preset: str = "small"  # "small" (pad + random crop) or "imagenet" (RandomResizedCrop + flip)
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 0
+
+
+@dataclass
+class ClassificationDatasetConfig(DatasetConfig):
+    resize: int = 32  # evaluation resize before the center crop (imagenet preset: 256)
+    preset: str = "small"  # "small" (pad + random crop) or "imagenet" (RandomResizedCrop + flip)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class DetectionDatasetConfig(DatasetConfig):
+    name: str = "shapes"
+    image_size: int = 128  # the detector's transform resizes every image to this side
+    format: str = "coco"  # "coco" (pycocotools, metric bbox_ap) or "voc" (metric map50)
+    # coco: paths under root, {split} replaced by train_split / val_split
+    image_dir: str = "{split}"
+    annotation_file: str = "annotations/instances_{split}.json"
+    # voc: root is the VOCdevkit directory holding VOC<year>/
+    years: list[str] = field(default_factory=lambda: ["2007"])
+    classes: list[str] | None = None  # None: the 20 VOC classes
 
 
 @dataclass
@@ -78,6 +105,7 @@ class TrainerConfig:
     weight_decay: float = 5e-4
     batch_size: int = 64
     eval_batch_size: int = 256
+    grad_clip: float | None = None  # max gradient norm per step; None: no clipping
     max_train_batches: int | None = None  # cap per epoch (smoke tests)
     max_eval_batches: int | None = None
     fold_check_batches: int = 2
@@ -108,5 +136,10 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schema so conf/config.yaml can extend it."""
-    ConfigStore.instance().store(name="base_config", node=Config)
+    """Register the schemas: conf/config.yaml extends base_config, and each task's YAML
+    presets extend their group's <task>_schema."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    store.store(group="task", name="detection_schema", node=DetectionTaskConfig)
+    store.store(group="dataset", name="classification_schema", node=ClassificationDatasetConfig)
+    store.store(group="dataset", name="detection_schema", node=DetectionDatasetConfig)

@@ -52,9 +52,11 @@ def train_stage(
     optimizer: str,
     weight_decay: float,
     max_batches: int | None = None,
+    grad_clip: float | None = None,
     progress: bool = True,
 ) -> list[float]:
-    """Train for `epochs` epochs with a cosine learning-rate schedule; the mean loss per epoch."""
+    """Train for `epochs` epochs with a cosine learning-rate schedule; the mean loss per epoch.
+    grad_clip bounds the gradient norm of each step (detectors trained from scratch need it)."""
     steps_per_epoch = min(len(loader), max_batches or len(loader))
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
@@ -77,6 +79,8 @@ def train_stage(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             schedule.step()
             total, count = total + loss.item(), count + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -97,13 +98,23 @@ def build_spec(cfg: DictConfig) -> QuantSpec:
         raise ConfigError(message) from None
 
 
-def build_task(cfg: DictConfig) -> Task:
-    from gdrq_bench.tasks.classification import ClassificationTask
+TASK_NAMES = ("classification", "detection")
 
-    tasks = {"classification": ClassificationTask}
-    if cfg.task.name not in tasks:
-        raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {sorted(tasks)}")
-    return tasks[cfg.task.name](cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+
+def build_task(cfg: DictConfig) -> Task:
+    """The task named by task.name (imported here: each task pulls in its own libraries)."""
+    if cfg.task.name == "classification":
+        from gdrq_bench.tasks.classification import ClassificationTask
+
+        return ClassificationTask(cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+    if cfg.task.name == "detection":
+        from gdrq_bench.tasks.detection import DetectionTask
+
+        return DetectionTask(cfg.task, cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+    raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {list(TASK_NAMES)}")
+
+
+LOGGED_METRICS = 4  # metrics per evaluation in the log; COCO has 12, VOC one per class
 
 
 def seed_stage(seed: int, stage: str) -> None:
@@ -138,27 +149,40 @@ class Run:
             optimizer=trainer.optimizer,
             weight_decay=trainer.weight_decay,
             max_batches=trainer.max_train_batches,
+            grad_clip=trainer.grad_clip,
             progress=trainer.progress,
         )
         self.train_seconds += time.perf_counter() - start
         for epoch, loss in enumerate(losses, 1):
             self.logger.log({f"{stage}/loss": loss, f"{stage}/epoch": epoch})
 
-    def evaluate(self, model: nn.Module, name: str) -> float:
+    def evaluate(self, model: nn.Module, name: str, final: bool = False) -> float:
+        """Score `model` as `name`; the final model's per-image predictions (tasks that make
+        them) go to predictions.json in the run directory, the others' to predictions_<name>."""
+        predictions = self.run_dir / ("predictions.json" if final else f"predictions_{name}.json")
         metrics = self.task.evaluate(
-            model, self.task.eval_loader(), self.cfg.trainer.max_eval_batches
+            model, self.task.eval_loader(), self.cfg.trainer.max_eval_batches, predictions
         )
         self.metrics[name] = metrics
         self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
-        log.info("%s model: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
+        log.info("%s model: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in shown))
         return metrics[self.task.metric]
+
+
+# Task keys that only act after the float model is trained: they do not split its cache.
+AFTER_FLOAT_TASK_KEYS = ("quantize", "voc_ap")
 
 
 def float_cache_key(cfg: DictConfig) -> str:
     """Everything that decides the float model trained here."""
     trainer = cfg.trainer
     parts = {
-        "task": cfg.task.name,
+        "task": {
+            key: value
+            for key, value in OmegaConf.to_container(cfg.task, resolve=True).items()
+            if key not in AFTER_FLOAT_TASK_KEYS
+        },
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
         "fp": OmegaConf.to_container(trainer.fp, resolve=True),
@@ -167,6 +191,7 @@ def float_cache_key(cfg: DictConfig) -> str:
             trainer.weight_decay,
             trainer.batch_size,
             trainer.max_train_batches,
+            trainer.grad_clip,
         ],
         "seed": cfg.seed,
     }
@@ -230,7 +255,7 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
         for batch in islice(run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
     ]
     folded = fold_model(qmodel)
-    check = verify_fold(qmodel, folded, batches)
+    check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
     return folded, check
 
@@ -290,6 +315,11 @@ def stage_report(
     }
     append_row(table_path(Path(cfg.results_dir), run.task.name), row)
     (run.run_dir / "layer_stats.json").write_text(json.dumps(stats, indent=1))
+    metrics = {  # NaN (a VOC class without ground truth) is not JSON: null
+        name: {k: None if math.isnan(v) else v for k, v in values.items()}
+        for name, values in run.metrics.items()
+    }
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     log.info("summary\n%s", summary_table(row))
     return row
 
@@ -308,12 +338,12 @@ def summary_table(row: dict[str, Any]) -> str:
 
 def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, Any], float]:
     """reshape -> qat -> fold -> eval of a quantized copy; (weight statistics, fold error)."""
-    qmodel = quantize_model(model, run.spec)
+    qmodel = quantize_model(model, run.spec, run.task.quant_scope)
     stats = stage_reshape(run, qmodel)
     stage_qat(run, qmodel)
     folded, check = stage_fold(run, qmodel)
     run.evaluate(qmodel, "quant")
-    run.evaluate(folded, "folded")
+    run.evaluate(folded, "folded", final=True)
     return stats, check["max_rel"]
 
 
@@ -331,13 +361,16 @@ def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]
     task = build_task(cfg)
     seed_stage(cfg.seed, "init")  # the float model's initial weights
     model = task.build_model()
-    quantize_model(model, spec)  # layer-level checks (groups per layer) before any training
+    quantize_model(
+        model, spec, task.quant_scope
+    )  # layer-level checks (groups per layer) before any training
     run = Run(cfg, spec, task, run_dir, start_logger(cfg, run_dir))
     row = None
     try:
         model, fp_source = stage_fp(run, model)
-        run.evaluate(model, "fp")
-        if spec.w_bits == spec.a_bits == FLOAT_BITS:  # the float baseline: nothing to quantize
+        float_baseline = spec.w_bits == spec.a_bits == FLOAT_BITS  # nothing to quantize
+        run.evaluate(model, "fp", final=float_baseline)
+        if float_baseline:
             run.metrics["quant"] = run.metrics["folded"] = run.metrics["fp"]
             stats, fold_err = {}, None
         else:

@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import error_lines, gdrq_run, read_rows
 
 from gdrq_bench.results import COLUMNS
-
-GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache per module: digits are written once, the smoke float model trained once."""
     return tmp_path_factory.mktemp("cache")
-
-
-def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GDRQ_CACHE": str(cache_dir), "WANDB_MODE": "disabled"}
-    command = [
-        GDRQ_RUN,
-        "trainer=smoke",
-        f"results_dir={tmp_path / 'results'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        *overrides,
-    ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-
-
-def read_rows(tmp_path: Path) -> list[dict[str, str]]:
-    table = tmp_path / "results" / "classification.csv"
-    if not table.exists():
-        return []
-    with table.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("gdrq-run: error:")]
 
 
 @pytest.mark.slow
@@ -117,7 +88,7 @@ def test_wrong_layout_fails_naming_the_path(tmp_path: Path, cache_dir: Path) -> 
         ("bits.w=33", "bits.w"),
         ("grouping.groups=0", "grouping.groups"),
         ("method.k_w=0", "method.k_w"),
-        ("grouping.groups=1000", "grouping.groups"),
+        ("grouping.strategy=bogus", "grouping.strategy"),
     ],
 )
 def test_bad_config_fails_before_training(

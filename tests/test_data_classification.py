@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch import nn
 
-from gdrq_bench.config import DatasetConfig, ModelConfig, TrainerConfig
+from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
 from gdrq_bench.data import digits as digits_module
 from gdrq_bench.data.digits import MARKER, prepare_digits
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
@@ -45,7 +45,9 @@ def make_tree(root: Path, layout: dict[str, dict[str, int]]) -> Path:
 
 
 def make_task(root: Path, name: str = "digits", **dataset: object) -> ClassificationTask:
-    config = DatasetConfig(name=name, root=str(root), image_size=SIZE, resize=SIZE, **dataset)
+    config = ClassificationDatasetConfig(
+        name=name, root=str(root), image_size=SIZE, resize=SIZE, **dataset
+    )
     return ClassificationTask(config, ModelConfig(), TrainerConfig(batch_size=32), "unused")
 
 
@@ -96,7 +98,7 @@ def test_digits_interrupted_write_leaves_no_tree(tmp_path: Path, monkeypatch) ->
 
 def test_incomplete_digits_tree_is_refused(tmp_path: Path) -> None:
     (tmp_path / f"{SIZE}px-seed0" / "train").mkdir(parents=True)
-    with pytest.raises(DataError, match=f"{SIZE}px-seed0 exists but is not a complete"):
+    with pytest.raises(DataError, match=f"{SIZE}px-seed0 exists but is incomplete"):
         prepare_digits(tmp_path, SIZE)
 
 

@@ -189,6 +189,23 @@ def test_alpha_search_is_redone_every_n_training_steps():
     assert torch.equal(quantizer.group_alpha, before)
 
 
+def test_a_layer_called_several_times_per_step_counts_one_step():
+    """A detector head shared by five pyramid levels calls its quantizer five times a step;
+    the search schedule follows optimizer updates of the weight, not calls."""
+    weight = torch.nn.Parameter(_weight())
+    quantizer = GroupWeightQuantizer(4, 16, 2, alpha_every=2).train()
+    searches = []
+    for _ in range(4):  # steps
+        for _ in range(5):  # pyramid levels
+            before = quantizer.group_alpha.clone()
+            quantizer(weight)
+            searches.append(not torch.equal(quantizer.group_alpha, before))
+        with torch.no_grad():
+            weight.mul_(1.5)  # the optimizer's in-place update
+    assert int(quantizer.steps) == 4
+    assert searches == ([True, *[False] * 4] + [False] * 5) * 2  # steps 0 and 2 of 0..3
+
+
 @pytest.mark.parametrize(("regroup_every", "regrouped"), [(0, False), (2, True)])
 def test_group_assignment_is_kept_unless_regrouping(regroup_every, regrouped):
     weight = _weight()

@@ -63,9 +63,9 @@ def test_quantize_model_validates_the_spec():
         quantize_model(_narrow_model(), QuantSpec(w_bits=1))
 
 
-def test_more_groups_than_channels_names_the_layer():
-    with pytest.raises(ValueError, match=r"^groups=4 .* 3 output channels of layer 'narrow'"):
-        quantize_model(_narrow_model(), QuantSpec(groups=4))
+def test_more_groups_than_channels_gives_one_group_per_filter():
+    qmodel = quantize_model(_narrow_model(), QuantSpec(groups=4, first_last_bits="same"))
+    assert qmodel.narrow.weight_quantizer.groups == 3
 
 
 def test_ungrouped_methods_ignore_the_group_count():

@@ -9,9 +9,6 @@ temporary sibling directory and renamed into place, so a killed run never leaves
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from gdrq_bench.errors import DataError
+from gdrq_bench.data.cached_tree import write_once
 
 MARKER = "digits.json"
 VAL_FRACTION = 0.2
@@ -28,22 +25,7 @@ VAL_FRACTION = 0.2
 def prepare_digits(root: Path, image_size: int, seed: int = 0) -> Path:
     """The tree root (root/<size>px-seed<seed>/ with train/ and val/), written if missing."""
     tree = Path(root).expanduser() / f"{image_size}px-seed{seed}"
-    if tree.exists():
-        _check_marker(tree)
-        return tree
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tree.name}-", dir=tree.parent))
-    try:
-        _write_tree(tmp, image_size, seed)
-        try:
-            os.replace(tmp, tree)
-        except OSError:
-            if not tree.exists():  # not a lost race with a concurrent run: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    _check_marker(tree)
-    return tree
+    return write_once(tree, MARKER, lambda out: _write_tree(out, image_size, seed))
 
 
 def _write_tree(out: Path, image_size: int, seed: int) -> None:
@@ -61,10 +43,3 @@ def _write_tree(out: Path, image_size: int, seed: int) -> None:
             image.resize((image_size, image_size), Image.BICUBIC).save(folder / f"{i}.png")
     marker = {"image_size": image_size, "seed": seed, "train": len(train), "val": len(val)}
     (out / MARKER).write_text(json.dumps(marker))
-
-
-def _check_marker(tree: Path) -> None:
-    if not (tree / MARKER).is_file():
-        raise DataError(
-            f"{tree} exists but is not a complete digits tree (no {MARKER}); delete it to rebuild"
-        )

@@ -48,7 +48,9 @@ def _load_predictions(predictions: list[dict[str, Any]] | str | Path) -> list[di
 
 
 def coco_bbox_stats(
-    ground_truth: COCO | str | Path, predictions: list[dict[str, Any]] | str | Path
+    ground_truth: COCO | str | Path,
+    predictions: list[dict[str, Any]] | str | Path,
+    image_ids: list[int] | None = None,
 ) -> dict[str, float]:
     """The 12 standard COCO bbox stats in percent, keyed by :data:`STAT_NAMES`.
 
@@ -56,7 +58,8 @@ def coco_bbox_stats(
     "score"}`` (a list or a JSON file). An empty list gives all zeros (pycocotools' ``loadRes``
     fails on it). Otherwise values are ``COCOeval.stats * 100`` unchanged, so a stat pycocotools
     cannot define (no ground truth in that area range) stays at its -1 sentinel, i.e. -100.
-    pycocotools' printing is silenced.
+    ``image_ids`` restricts the evaluation to those images (default: every image of the ground
+    truth). pycocotools' printing is silenced.
     """
     coco_gt = _load_gt(ground_truth)
     preds = _load_predictions(predictions)
@@ -65,6 +68,8 @@ def coco_bbox_stats(
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(preds)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

@@ -9,6 +9,7 @@ from torchvision import models
 
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.cifar_resnet import resnet20
+from gdrq_bench.models.weights import torchvision_weights_dir
 
 # torchvision model name -> attribute path of its final Linear (replaced for other class counts)
 TORCHVISION_HEADS = {
@@ -35,18 +36,15 @@ def check_classifier(name: str, pretrained: bool) -> None:
 def build_classifier(
     name: str, num_classes: int, pretrained: bool, weights_dir: Path | None = None
 ) -> nn.Module:
-    """pretrained loads torchvision's default ImageNet weights (downloaded into weights_dir,
+    """pretrained loads torchvision's default ImageNet weights (kept in weights_dir/checkpoints,
     torch's hub cache if None) and then swaps the head when num_classes is not 1000."""
     check_classifier(name, pretrained)
     if name == "resnet20":
         return resnet20(num_classes)
     if not pretrained:
         return models.get_model(name, num_classes=num_classes)
-    model = models.get_model(name)
-    weights = models.get_model_weights(name).DEFAULT
-    model.load_state_dict(
-        weights.get_state_dict(progress=True, check_hash=True, model_dir=weights_dir)
-    )
+    with torchvision_weights_dir(weights_dir):
+        model = models.get_model(name, weights=models.get_model_weights(name).DEFAULT)
     if num_classes != IMAGENET_CLASSES:
         parent_name, _, attr = TORCHVISION_HEADS[name].rpartition(".")
         parent = model.get_submodule(parent_name)

@@ -3,7 +3,7 @@
 Knows nothing of Hydra, tasks, data sets or files.
 """
 
-from gdrq_bench.quant.convert import quantize_model, quantized_layers
+from gdrq_bench.quant.convert import QuantScope, quantize_model, quantized_layers
 from gdrq_bench.quant.fake_quant import FLOAT_BITS, check_bits, fake_quantize, level_range
 from gdrq_bench.quant.fold import fold_model, verify_fold
 from gdrq_bench.quant.methods import METHODS, get_method
@@ -17,6 +17,7 @@ __all__ = [
     "FLOAT_BITS",
     "METHODS",
     "QUANT",
+    "QuantScope",
     "QuantSpec",
     "check_bits",
     "fake_quantize",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from fnmatch import fnmatch
 
 from torch import nn
@@ -14,6 +15,30 @@ from gdrq_bench.quant.spec import QuantSpec
 
 # Exact types: subclasses such as attention's out-projection are used through their weights.
 CONVERTIBLE = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class QuantScope:
+    """Which part of a model a task quantizes, and which layers make its predictions.
+
+    include: module-name prefixes to quantize (None: the whole model). outputs: fnmatch
+    patterns of the prediction layers, which join the first layer at spec.first_last_bits
+    (empty: the last convertible layer, as in a classifier). A detector has several.
+    """
+
+    include: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] = ()
+
+    def covers(self, name: str) -> bool:
+        return self.include is None or any(
+            name == prefix or name.startswith(prefix + ".") for prefix in self.include
+        )
+
+    def edges(self, names: list[str]) -> set[str]:
+        """The layers at first/last bits among `names` (in registration order)."""
+        if not self.outputs:
+            return {names[0], names[-1]}
+        return {names[0], *(n for n in names if any(fnmatch(n, p) for p in self.outputs))}
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -31,29 +56,33 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
+def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None = None) -> nn.Module:
     """A quantized copy of `model` (left untouched), its quantizers in `quant` mode.
 
-    The first and last convertible layers in registration order follow
-    `spec.first_last_bits`; layers whose name matches a `spec.skip` pattern stay float.
+    Layers outside `scope` or matching a `spec.skip` pattern stay float. The first quantized
+    layer in registration order and the scope's output layers (default: the last layer)
+    follow `spec.first_last_bits`.
     """
+    scope = scope or QuantScope()
     spec.validate()
     method = get_method(spec.method)
     qmodel = copy.deepcopy(model)
     layers = [
         (name, layer)
         for name, layer in quantizable_layers(qmodel)
-        if not any(fnmatch(name, pattern) for pattern in spec.skip)
+        if scope.covers(name) and not any(fnmatch(name, pattern) for pattern in spec.skip)
     ]
     if not layers:
-        raise ValueError("the model has no conv or linear layer to quantize (after spec.skip)")
-    edges = {layers[0][0], layers[-1][0]}
+        raise ValueError(
+            "the model has no conv or linear layer to quantize (after the scope and spec.skip)"
+        )
+    edges = scope.edges([name for name, _ in layers])
     for name, layer in layers:
         w_bits, a_bits = spec.layer_bits(name in edges)
         if w_bits == FLOAT_BITS and a_bits == FLOAT_BITS:
             continue
         out_channels = layer.weight.shape[0]
-        groups = spec.layer_groups(out_channels, name) if method.grouped else 1
+        groups = spec.layer_groups(out_channels) if method.grouped else 1
         weight_quantizer = method.weight(spec, w_bits, out_channels, groups)
         wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         new = wrapper(layer, weight_quantizer, method.act(spec, a_bits))

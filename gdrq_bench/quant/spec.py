@@ -78,13 +78,9 @@ class QuantSpec:
             return FLOAT_BITS, FLOAT_BITS
         return 8, 8
 
-    def layer_groups(self, out_channels: int, layer: str) -> int:
-        """The group count for a layer with `out_channels` filters; raises naming the layer."""
+    def layer_groups(self, out_channels: int) -> int:
+        """The group count for a layer with `out_channels` filters. A layer with fewer filters
+        than groups (a detector's 3-anchor objectness conv) gets one group per filter."""
         if self.groups == PER_CHANNEL:
             return out_channels
-        if self.groups > out_channels:
-            raise ValueError(
-                f"groups={self.groups} is larger than the {out_channels} output channels "
-                f"of layer '{layer}'"
-            )
-        return int(self.groups)
+        return min(int(self.groups), out_channels)

@@ -3,6 +3,8 @@ and DoReFa's (METHOD.md sections 3, 4 and 7)."""
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +36,20 @@ class WeightQuantizer(QuantizerBase):
     def __init__(self, bits: int, grad_outside: bool = False) -> None:
         super().__init__(bits)
         self.grad_outside = grad_outside
+        self.new_step = False  # this forward is the first since the weight last changed
+        self._seen: tuple[weakref.ref, int] | None = None
+
+    def _note_step(self, weight: Tensor) -> None:
+        """A layer called several times per training step (a detector head shared by the
+        pyramid levels) sees the same weight each time; only the first call of a step counts,
+        so per-step schedules such as the alpha search run once per step. The weight is the
+        same while it is the same tensor at the same version (in-place updates such as the
+        optimizer's bump the version)."""
+        seen = self._seen
+        same = seen is not None and seen[0]() is weight and seen[1] == weight._version
+        self.new_step = self.training and not same
+        if self.training:
+            self._seen = (weakref.ref(weight), weight._version)
 
     def reshape(self, weight: Tensor) -> Tensor:
         """The tensor that is rounded; also what the reshape phase trains with."""
@@ -53,6 +69,7 @@ class WeightQuantizer(QuantizerBase):
         reshaped = self.reshape(weight)
         if self.mode == CLIP or self.bits == FLOAT_BITS:
             return reshaped
+        self._note_step(weight)
         alpha = _per_filter(self.filter_alpha(reshaped), reshaped)
         return fake_quantize(
             reshaped, self.bits, alpha, signed=True, grad_outside=self.grad_outside
@@ -111,7 +128,7 @@ class GroupWeightQuantizer(WeightQuantizer):
         return scale_clip_weight(weight, self.clip_k, self.stat)
 
     def _due(self, every: int) -> bool:
-        return self.training and every > 0 and int(self.steps) % every == 0
+        return self.training and self.new_step and every > 0 and int(self.steps) % every == 0
 
     def _initial_alpha(self, reshaped: Tensor) -> Tensor:
         if self.lsq_init:
@@ -145,7 +162,7 @@ class GroupWeightQuantizer(WeightQuantizer):
             alpha = grad_scale(self.learned_alpha, (reshaped.numel() / self.groups * top) ** -0.5)
         else:
             alpha = self._computed_alpha(reshaped)
-        if self.training:
+        if self.training and self.new_step:
             self.steps += 1
         return alpha[self.group_of]
 

@@ -13,17 +13,18 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from gdrq_bench.config import DatasetConfig, ModelConfig, TrainerConfig
+from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.classifiers import build_classifier, check_classifier
+from gdrq_bench.quant import QuantScope
 
 DATASET_NAMES = ("digits", "imagenet", "imagefolder")
 PRESETS = ("small", "imagenet")
 
 
-def build_transforms(dataset: DatasetConfig) -> tuple[T.Compose, T.Compose]:
+def build_transforms(dataset: ClassificationDatasetConfig) -> tuple[T.Compose, T.Compose]:
     """(train, eval) transforms for dataset.preset."""
     size = dataset.image_size
     if dataset.preset == "imagenet":
@@ -41,10 +42,11 @@ def build_transforms(dataset: DatasetConfig) -> tuple[T.Compose, T.Compose]:
 class ClassificationTask:
     name = "classification"
     metric = "top1"
+    quant_scope = QuantScope()  # the whole model; the last layer makes the predictions
 
     def __init__(
         self,
-        dataset: DatasetConfig,
+        dataset: ClassificationDatasetConfig,
         model: ModelConfig,
         trainer: TrainerConfig,
         cache_dir: str,
@@ -95,8 +97,15 @@ class ClassificationTask:
     def model_inputs(self, batch: Any) -> Any:
         return batch[0]
 
+    def fold_probe(self, model: nn.Module) -> nn.Module:
+        return model
+
     def evaluate(
-        self, model: nn.Module, loader: DataLoader, max_batches: int | None = None
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        max_batches: int | None = None,
+        predictions_path: Path | None = None,  # top-1/top-5 only: nothing per image to write
     ) -> dict[str, float]:
         k = min(5, self.num_classes)
         correct1 = correct_k = total = 0

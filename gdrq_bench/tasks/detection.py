@@ -1,0 +1,232 @@
+"""Object detection: COCO (box AP through pycocotools' COCOeval), VOC (mAP@0.5 by the VOC
+protocol) and the embedded shapes scenes, which are read through the same two loaders."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from gdrq_bench.config import (
+    DetectionDatasetConfig,
+    DetectionTaskConfig,
+    ModelConfig,
+    TrainerConfig,
+)
+from gdrq_bench.data.detection import (
+    VOC_CLASSES,
+    CocoDetectionSet,
+    VocDetectionSet,
+    collate_detection,
+)
+from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
+from gdrq_bench.errors import ConfigError
+from gdrq_bench.metrics.coco_eval import coco_bbox_stats
+from gdrq_bench.metrics.voc_map import voc_map
+from gdrq_bench.models.detectors import (
+    LAYOUTS,
+    RawDetectorOutputs,
+    build_detector,
+    check_detector,
+)
+
+DATASET_NAMES = ("shapes", "coco", "voc")
+FORMATS = ("coco", "voc")
+VOC_AP = ("area", "11point")
+
+DetectionSet = CocoDetectionSet | VocDetectionSet
+
+
+def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value}: unknown; valid: {', '.join(valid)}")
+
+
+def load_detection_sets(
+    dataset: DetectionDatasetConfig,
+) -> tuple[DetectionSet, DetectionSet]:
+    """(train, eval) sets; shapes scenes are generated into root first."""
+    _check_choice("dataset.name", dataset.name, DATASET_NAMES)
+    _check_choice("dataset.format", dataset.format, FORMATS)
+    root = Path(dataset.root).expanduser()
+    classes = dataset.classes
+    if dataset.name == "shapes":
+        tree = prepare_shapes(root, dataset.image_size)
+        if dataset.format == "voc":
+            root, classes = voc_root(tree), SHAPE_CLASSES
+    splits = {True: dataset.train_split, False: dataset.val_split}
+    if dataset.format == "voc":
+        sets = [
+            VocDetectionSet(root, list(dataset.years), splits[train], classes or VOC_CLASSES, train)
+            for train in (True, False)
+        ]
+    else:
+        sets = []
+        for train in (True, False):
+            if dataset.name == "shapes":
+                image_dir, annotation_file = coco_paths(tree, splits[train])
+            else:
+                image_dir = root / dataset.image_dir.format(split=splits[train])
+                annotation_file = root / dataset.annotation_file.format(split=splits[train])
+            sets.append(CocoDetectionSet(image_dir, annotation_file, train))
+    return sets[0], sets[1]
+
+
+class DetectionTask:
+    name = "detection"
+
+    def __init__(
+        self,
+        task: DetectionTaskConfig,
+        dataset: DetectionDatasetConfig,
+        model: ModelConfig,
+        trainer: TrainerConfig,
+        cache_dir: str,
+    ) -> None:
+        check_detector(task.detector, model.name, task.quantize)
+        _check_choice("task.voc_ap", task.voc_ap, VOC_AP)
+        if dataset.name not in DATASET_NAMES:  # before the format key, which digits lacks
+            _check_choice("dataset.name", dataset.name, DATASET_NAMES)
+        self.train_set, self.eval_set = load_detection_sets(dataset)
+        self.metric = "bbox_ap" if dataset.format == "coco" else "map50"
+        self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
+        self.task_config, self.dataset_config = task, dataset
+        self.model_config, self.trainer_config = model, trainer
+        self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
+
+    def build_model(self) -> nn.Module:
+        return build_detector(
+            self.task_config.detector,
+            self.model_config.name,
+            self.train_set.num_classes,
+            self.dataset_config.image_size,
+            self.model_config.pretrained,
+            self.weights_dir,
+        )
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.dataset_config.num_workers,
+            collate_fn=collate_detection,
+            generator=generator,
+        )
+
+    def train_loader(self) -> DataLoader:
+        return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
+
+    def eval_loader(self) -> DataLoader:
+        return self._loader(self.eval_set, self.trainer_config.eval_batch_size, shuffle=False)
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        images, targets = _to_device(batch, model)
+        return sum(model(images, targets).values())
+
+    def model_inputs(self, batch: Any) -> Any:
+        return batch[0]
+
+    def fold_probe(self, model: nn.Module) -> nn.Module:
+        return RawDetectorOutputs(model)
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        max_batches: int | None = None,
+        predictions_path: Path | None = None,
+    ) -> dict[str, float]:
+        """Detect on the loader's images, write the detections as COCO results (original
+        category ids; VOC images are named by their file stem) and score them."""
+        detections, targets = self._detect(model, loader, max_batches)
+        results = [
+            result
+            for target, detection in zip(targets, detections, strict=True)
+            for result in self._coco_results(target, detection)
+        ]
+        if predictions_path is not None:
+            partial = predictions_path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(results))
+            os.replace(partial, predictions_path)
+        if isinstance(self.eval_set, CocoDetectionSet):
+            image_ids = [int(target["image_id"]) for target in targets]
+            return coco_bbox_stats(self.eval_set.coco, results, image_ids)
+        return self._voc_metrics(detections, targets)
+
+    def _detect(
+        self, model: nn.Module, loader: DataLoader, max_batches: int | None
+    ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+        was_training, device = model.training, _device(model)
+        model.eval()
+        detections, targets = [], []
+        total = min(len(loader), max_batches or len(loader))
+        quiet = not self.trainer_config.progress
+        batches = tqdm(
+            itertools.islice(loader, max_batches), "eval", total, leave=False, disable=quiet
+        )
+        with torch.no_grad():
+            for images, batch_targets in batches:
+                outputs = model([image.to(device) for image in images])
+                detections += [{k: v.cpu() for k, v in d.items()} for d in outputs]
+                targets += batch_targets
+        model.train(was_training)
+        return detections, targets
+
+    def _coco_results(
+        self, target: dict[str, Tensor], detection: dict[str, Tensor]
+    ) -> list[dict[str, Any]]:
+        dataset = self.eval_set
+        if isinstance(dataset, CocoDetectionSet):
+            image_id: int | str = int(target["image_id"])
+            categories = [dataset.label_to_category(int(label)) for label in detection["labels"]]
+        else:
+            image_id = dataset.stems[int(target["image_id"])]
+            categories = [int(label) for label in detection["labels"]]
+        boxes = detection["boxes"].double()
+        boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
+        return [
+            {
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": [round(v, 3) for v in box.tolist()],
+                "score": round(float(score), 5),
+            }
+            for box, score, category in zip(boxes, detection["scores"], categories, strict=True)
+        ]
+
+    def _voc_metrics(
+        self, detections: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]
+    ) -> dict[str, float]:
+        """mAP@0.5 over the classes (labels shifted to 0-based) and the AP of each class."""
+        scores = voc_map(
+            [{**d, "labels": d["labels"] - 1} for d in detections],
+            [{**t, "labels": t["labels"] - 1} for t in targets],
+            num_classes=len(self.eval_set.classes),
+            use_07_metric=self.task_config.voc_ap == "11point",
+        )
+        per_class = dict(zip(self.eval_set.classes, scores["ap_per_class"], strict=True))
+        return {"map50": scores["map50"], **{f"ap50_{name}": ap for name, ap in per_class.items()}}
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(itertools.chain(model.parameters(), model.buffers())).device
+
+
+def _to_device(batch: Any, model: nn.Module) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    device = _device(model)
+    images, targets = batch
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [
+        {k: v.to(device) if isinstance(v, Tensor) else v for k, v in target.items()}
+        for target in targets
+    ]
+    return images, targets

@@ -1,0 +1,35 @@
+"""Running gdrq-run from tests: a subprocess on the test's own cache and results directory."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
+
+
+def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GDRQ_CACHE": str(cache_dir), "WANDB_MODE": "disabled"}
+    command = [
+        GDRQ_RUN,
+        "trainer=smoke",
+        f"results_dir={tmp_path / 'results'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *overrides,
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, str]]:
+    table = tmp_path / "results" / f"{task}.csv"
+    if not table.exists():
+        return []
+    with table.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("gdrq-run: error:")]

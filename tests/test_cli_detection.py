@@ -1,0 +1,156 @@
+"""End to end: gdrq-run task=detection on the embedded shapes scenes (64 px to stay cheap)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_runner import error_lines, gdrq_run, read_rows
+from hydra import compose, initialize_config_dir
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from gdrq_bench.config import register_configs
+from gdrq_bench.data.shapes import SHAPE_CATEGORY_IDS, coco_paths, prepare_shapes
+from gdrq_bench.results import COLUMNS
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SMALL = ("task=detection", "dataset.image_size=64", "trainer.batch_size=2", "logger=none")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _pycocotools_ap(annotation_file: Path, predictions: list[dict]) -> float:
+    """Box AP straight from pycocotools, over every image of the ground truth."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(str(annotation_file))
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(predictions), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return 100.0 * evaluator.stats[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("detector", "backbone", "data_format", "metric"),
+    [
+        ("retinanet", "resnet18", "coco", "bbox_ap"),
+        ("faster_rcnn", "mobilenet_v3_large", "voc", "map50"),
+    ],
+)
+def test_smoke_run_per_detector_writes_one_row(
+    tmp_path: Path, cache_dir: Path, detector: str, backbone: str, data_format: str, metric: str
+) -> None:
+    result = gdrq_run(
+        tmp_path,
+        cache_dir,
+        *SMALL,
+        f"task.detector={detector}",
+        f"model={backbone}",
+        f"dataset.format={data_format}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_rows(tmp_path, "detection")
+    assert len(rows) == 1
+    row = rows[0]
+    assert list(row) == COLUMNS
+    assert (row["task"], row["dataset"], row["model"], row["metric"]) == (
+        "detection",
+        "shapes",
+        backbone,
+        metric,
+    )
+    assert float(row["fold_err"]) <= 1e-6
+    assert (tmp_path / "run" / "predictions.json").is_file()
+
+
+@pytest.mark.slow
+def test_ssdlite_ap_is_pycocotools_ap_of_the_written_predictions(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Untrained SSDlite scores every class about equally, so it makes plenty of boxes."""
+    result = gdrq_run(
+        tmp_path,
+        cache_dir,
+        *SMALL,
+        "task.detector=ssdlite",
+        "model=mobilenet_v3_large",
+        "trainer.max_eval_batches=null",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = read_rows(tmp_path, "detection")[0]
+    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert predictions
+    assert {p["category_id"] for p in predictions} <= set(SHAPE_CATEGORY_IDS)
+    _, annotation_file = coco_paths(prepare_shapes(cache_dir / "shapes", 64), "val")
+    image_ids = {image["id"] for image in json.loads(annotation_file.read_text())["images"]}
+    assert {p["image_id"] for p in predictions} <= image_ids
+    assert float(row["folded"]) == pytest.approx(
+        round(_pycocotools_ap(annotation_file, predictions), 4), abs=1e-4
+    )
+
+
+def _coco_copy(tmp_path: Path, cache_dir: Path) -> Path:
+    """A COCO-layout copy of the shapes scenes to break: ROOT/val, ROOT/annotations/..."""
+    tree = prepare_shapes(cache_dir / "shapes", 64)
+    root = tmp_path / "coco"
+    shutil.copytree(tree / "coco", root)
+    return root
+
+
+@pytest.mark.parametrize("fault", ["malformed_annotations", "missing_image", "missing_root"])
+def test_bad_coco_data_fails_with_one_line_naming_the_file(
+    tmp_path: Path, cache_dir: Path, fault: str
+) -> None:
+    root = _coco_copy(tmp_path, cache_dir)
+    annotation_file = root / "annotations" / "instances_val.json"
+    if fault == "malformed_annotations":
+        annotation_file.write_text(annotation_file.read_text()[:-20])
+        named = annotation_file
+    elif fault == "missing_image":
+        named = min((root / "val").iterdir())
+        named.unlink()
+    else:
+        shutil.rmtree(root)
+        named = root
+    result = gdrq_run(
+        tmp_path,
+        cache_dir,
+        *SMALL,
+        "model=resnet18",
+        "dataset=coco",
+        f"dataset.root={root}",
+        "dataset.train_split=val",
+        "dataset.val_split=val",
+    )
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1
+    assert str(named) in lines[0]
+    assert read_rows(tmp_path, "detection") == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "k_w", "k_a"),
+    [
+        ([], 2.0, 4.0),
+        (["task=detection"], 3.0, 16.0),
+        (["task=detection", "method=scale_clip_only"], 3.0, 16.0),
+        (["task=detection", "method.k_a=4"], 3.0, 4.0),
+    ],
+)
+def test_detection_tunes_scale_clip_and_the_command_line_wins(
+    overrides: list[str], k_w: float, k_a: float
+) -> None:
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("config", overrides=overrides)
+    assert (cfg.method.k_w, cfg.method.k_a) == (k_w, k_a)
