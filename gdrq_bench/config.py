@@ -30,6 +30,13 @@ class ModelConfig:
 
 
 @dataclass
+class SegmentationTaskConfig(TaskConfig):
+    name: str = "segmentation"
+    head: str = "deeplabv3"  # "deeplabv3", "fcn" or "lraspp"
+    aux_loss: bool = False  # deeplabv3 / fcn: the auxiliary classifier on layer3, weight 0.5
+
+
+@dataclass
 class DatasetConfig:
     """What every task's data set has; each task's schema below adds its own keys."""
 
@@ -60,6 +67,18 @@ class DetectionDatasetConfig(DatasetConfig):
     # voc: root is the VOCdevkit directory holding VOC<year>/
     years: list[str] = field(default_factory=lambda: ["2007"])
     classes: list[str] | None = None  # None: the 20 VOC classes
+
+
+@dataclass
+class SegmentationDatasetConfig(DatasetConfig):
+    name: str = "shapes"
+    image_size: int = 64  # the shapes scenes' side (real VOC images keep their own size)
+    crop_size: int | None = None  # training crop (padded with ignore when larger); None: whole
+    # root is the VOCdevkit directory holding VOC<year>/
+    years: list[str] = field(default_factory=lambda: ["2012"])
+    split_file: str | None = None  # an augmented training list (SBD's train_aug.txt)
+    mask_dir: str = "SegmentationClass"  # SegmentationClassAug for the augmented masks
+    classes: list[str] | None = None  # None: background and the 20 VOC classes
 
 
 @dataclass
@@ -143,3 +162,5 @@ def register_configs() -> None:
     store.store(group="task", name="detection_schema", node=DetectionTaskConfig)
     store.store(group="dataset", name="classification_schema", node=ClassificationDatasetConfig)
     store.store(group="dataset", name="detection_schema", node=DetectionDatasetConfig)
+    store.store(group="task", name="segmentation_schema", node=SegmentationTaskConfig)
+    store.store(group="dataset", name="segmentation_schema", node=SegmentationDatasetConfig)

@@ -11,3 +11,10 @@ class ConfigError(GdrqError):
 
 class DataError(GdrqError):
     """A data set that is missing, malformed or laid out wrongly; the message names the path."""
+
+
+def check_choice(key: str, value: str, valid: tuple[str, ...] | list[str], what: str = "") -> None:
+    """Raise ConfigError naming `key` unless `value` is one of `valid` (`what` qualifies it)."""
+    if value not in valid:
+        qualifier = f"not {what}" if what else "unknown"
+        raise ConfigError(f"{key}={value}: {qualifier}; valid: {', '.join(valid)}")

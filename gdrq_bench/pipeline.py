@@ -98,11 +98,27 @@ def build_spec(cfg: DictConfig) -> QuantSpec:
         raise ConfigError(message) from None
 
 
-TASK_NAMES = ("classification", "detection")
+TASK_NAMES = ("classification", "detection", "segmentation")
+
+
+def _check_dataset_schema(cfg: DictConfig) -> None:
+    """A data set preset of another task (dataset=digits with task=detection) is refused here
+    rather than failing later on a missing key."""
+    expected = f"{cfg.task.name.capitalize()}DatasetConfig"
+    found = OmegaConf.get_type(cfg.dataset).__name__
+    if found != expected:
+        raise ConfigError(
+            f"dataset.name={cfg.dataset.name} is not a {cfg.task.name} data set "
+            f"(its preset extends {found}); choose a dataset= preset of conf/dataset/ "
+            f"that extends {cfg.task.name}_schema"
+        )
 
 
 def build_task(cfg: DictConfig) -> Task:
     """The task named by task.name (imported here: each task pulls in its own libraries)."""
+    if cfg.task.name not in TASK_NAMES:
+        raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {list(TASK_NAMES)}")
+    _check_dataset_schema(cfg)
     if cfg.task.name == "classification":
         from gdrq_bench.tasks.classification import ClassificationTask
 
@@ -111,7 +127,9 @@ def build_task(cfg: DictConfig) -> Task:
         from gdrq_bench.tasks.detection import DetectionTask
 
         return DetectionTask(cfg.task, cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
-    raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {list(TASK_NAMES)}")
+    from gdrq_bench.tasks.segmentation import SegmentationTask
+
+    return SegmentationTask(cfg.task, cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
 
 
 LOGGED_METRICS = 4  # metrics per evaluation in the log; COCO has 12, VOC one per class

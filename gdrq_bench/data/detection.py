@@ -148,7 +148,7 @@ class VocDetectionSet(_DetectionSet):
         records: list[_Record] = []
         for year in [years] if isinstance(years, str) else years:
             voc = root / f"VOC{year}"
-            for stem in _read_image_set(voc / "ImageSets" / "Main" / f"{split}.txt"):
+            for stem in read_image_set(voc / "ImageSets" / "Main" / f"{split}.txt"):
                 records.append(_read_voc_xml(voc, stem, len(records), label_of, train))
                 self.stems.append(stem)
         self.image_ids = list(range(len(self.stems)))
@@ -280,7 +280,7 @@ def _coco_record(
     return _record(image, annotation_file, (height, width), image_id, boxes, labels, no_difficult)
 
 
-def _read_image_set(path: Path) -> list[str]:
+def read_image_set(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"VOC image set {path} does not exist")
     # a per-class set has "<stem> <1|0|-1>" lines; the stem is always first

@@ -1,1 +1,1 @@
-"""Detection metrics: PASCAL VOC mAP (numpy only) and a thin pycocotools COCOeval wrapper."""
+"""Task metrics: COCO box AP, VOC mAP, segmentation mIoU."""

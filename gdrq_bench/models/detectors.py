@@ -24,7 +24,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.errors import check_choice
 from gdrq_bench.models.weights import torchvision_weights_dir
 from gdrq_bench.quant import QuantScope
 
@@ -73,15 +73,9 @@ LAYOUTS = {
 
 def check_detector(detector: str, backbone: str, quantize: str) -> None:
     """Raise the ConfigError build_detector would, without building anything."""
-    if detector not in BACKBONES:
-        raise ConfigError(f"task.detector={detector}: unknown; valid: {', '.join(BACKBONES)}")
-    if backbone not in BACKBONES[detector]:
-        raise ConfigError(
-            f"model.name={backbone}: not a {detector} backbone; valid: "
-            f"{', '.join(BACKBONES[detector])}"
-        )
-    if quantize not in SCOPES:
-        raise ConfigError(f"task.quantize={quantize}: unknown; valid: {', '.join(SCOPES)}")
+    check_choice("task.detector", detector, list(BACKBONES))
+    check_choice("model.name", backbone, BACKBONES[detector], f"a {detector} backbone")
+    check_choice("task.quantize", quantize, SCOPES)
 
 
 def build_detector(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
-from tqdm import tqdm
 
 from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
 from gdrq_bench.data.digits import prepare_digits
@@ -19,6 +17,7 @@ from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.classifiers import build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
+from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device
 
 DATASET_NAMES = ("digits", "imagenet", "imagefolder")
 PRESETS = ("small", "imagenet")
@@ -73,25 +72,15 @@ class ClassificationTask:
         )
 
     def train_loader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed())
-        return DataLoader(
-            self.train_set,
-            batch_size=self.trainer_config.batch_size,
-            shuffle=True,
-            num_workers=self.dataset_config.num_workers,
-            generator=generator,
-            drop_last=False,
-        )
+        trainer, workers = self.trainer_config, self.dataset_config.num_workers
+        return make_loader(self.train_set, trainer.batch_size, True, workers)
 
     def eval_loader(self) -> DataLoader:
-        return DataLoader(
-            self.eval_set,
-            batch_size=self.trainer_config.eval_batch_size,
-            num_workers=self.dataset_config.num_workers,
-        )
+        trainer, workers = self.trainer_config, self.dataset_config.num_workers
+        return make_loader(self.eval_set, trainer.eval_batch_size, False, workers)
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
-        images, labels = _to_device(batch, model)
+        images, labels = pair_to_device(batch, model)
         return F.cross_entropy(model(images), labels)
 
     def model_inputs(self, batch: Any) -> Any:
@@ -112,22 +101,11 @@ class ClassificationTask:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            batches = itertools.islice(loader, max_batches)
-            total_batches = min(len(loader), max_batches or len(loader))
-            quiet = not self.trainer_config.progress
-            for batch in tqdm(batches, "eval", total_batches, leave=False, disable=quiet):
-                images, labels = _to_device(batch, model)
+            for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
+                images, labels = pair_to_device(batch, model)
                 hits = model(images).topk(k, dim=1).indices == labels[:, None]
                 correct1 += hits[:, 0].sum().item()
                 correct_k += hits.any(dim=1).sum().item()
                 total += labels.numel()
         model.train(was_training)
         return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct_k / total}
-
-
-def _to_device(batch: Any, model: nn.Module) -> tuple[Tensor, Tensor]:
-    """The batch on the model's device (CPU for a model without parameters or buffers)."""
-    tensors = itertools.chain(model.parameters(), model.buffers())
-    device = next(tensors, torch.empty(0)).device
-    images, labels = batch
-    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

@@ -3,7 +3,6 @@ protocol) and the embedded shapes scenes, which are read through the same two lo
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from gdrq_bench.config import (
     DetectionDatasetConfig,
@@ -27,7 +25,7 @@ from gdrq_bench.data.detection import (
     collate_detection,
 )
 from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.errors import check_choice
 from gdrq_bench.metrics.coco_eval import coco_bbox_stats
 from gdrq_bench.metrics.voc_map import voc_map
 from gdrq_bench.models.detectors import (
@@ -36,6 +34,7 @@ from gdrq_bench.models.detectors import (
     build_detector,
     check_detector,
 )
+from gdrq_bench.tasks.common import device_of, eval_batches, make_loader
 
 DATASET_NAMES = ("shapes", "coco", "voc")
 FORMATS = ("coco", "voc")
@@ -44,17 +43,12 @@ VOC_AP = ("area", "11point")
 DetectionSet = CocoDetectionSet | VocDetectionSet
 
 
-def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value}: unknown; valid: {', '.join(valid)}")
-
-
 def load_detection_sets(
     dataset: DetectionDatasetConfig,
 ) -> tuple[DetectionSet, DetectionSet]:
     """(train, eval) sets; shapes scenes are generated into root first."""
-    _check_choice("dataset.name", dataset.name, DATASET_NAMES)
-    _check_choice("dataset.format", dataset.format, FORMATS)
+    check_choice("dataset.name", dataset.name, DATASET_NAMES)
+    check_choice("dataset.format", dataset.format, FORMATS)
     root = Path(dataset.root).expanduser()
     classes = dataset.classes
     if dataset.name == "shapes":
@@ -91,9 +85,9 @@ class DetectionTask:
         cache_dir: str,
     ) -> None:
         check_detector(task.detector, model.name, task.quantize)
-        _check_choice("task.voc_ap", task.voc_ap, VOC_AP)
+        check_choice("task.voc_ap", task.voc_ap, VOC_AP)
         if dataset.name not in DATASET_NAMES:  # before the format key, which digits lacks
-            _check_choice("dataset.name", dataset.name, DATASET_NAMES)
+            check_choice("dataset.name", dataset.name, DATASET_NAMES)
         self.train_set, self.eval_set = load_detection_sets(dataset)
         self.metric = "bbox_ap" if dataset.format == "coco" else "map50"
         self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
@@ -112,15 +106,8 @@ class DetectionTask:
         )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.dataset_config.num_workers,
-            collate_fn=collate_detection,
-            generator=generator,
-        )
+        workers = self.dataset_config.num_workers
+        return make_loader(dataset, batch_size, shuffle, workers, collate_detection)
 
     def train_loader(self) -> DataLoader:
         return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
@@ -165,16 +152,12 @@ class DetectionTask:
     def _detect(
         self, model: nn.Module, loader: DataLoader, max_batches: int | None
     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-        was_training, device = model.training, _device(model)
+        was_training, device = model.training, device_of(model)
         model.eval()
         detections, targets = [], []
-        total = min(len(loader), max_batches or len(loader))
-        quiet = not self.trainer_config.progress
-        batches = tqdm(
-            itertools.islice(loader, max_batches), "eval", total, leave=False, disable=quiet
-        )
         with torch.no_grad():
-            for images, batch_targets in batches:
+            progress = self.trainer_config.progress
+            for images, batch_targets in eval_batches(loader, max_batches, progress):
                 outputs = model([image.to(device) for image in images])
                 detections += [{k: v.cpu() for k, v in d.items()} for d in outputs]
                 targets += batch_targets
@@ -217,12 +200,8 @@ class DetectionTask:
         return {"map50": scores["map50"], **{f"ap50_{name}": ap for name, ap in per_class.items()}}
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(itertools.chain(model.parameters(), model.buffers())).device
-
-
 def _to_device(batch: Any, model: nn.Module) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
-    device = _device(model)
+    device = device_of(model)
     images, targets = batch
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [

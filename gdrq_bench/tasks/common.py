@@ -1,0 +1,51 @@
+"""What every task does the same way: loaders, evaluation batches, the model's device."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> DataLoader:
+    """A shuffled loader draws its order from the stage's seed (the caller seeds torch)."""
+    generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        generator=generator,
+    )
+
+
+def eval_batches(loader: DataLoader, max_batches: int | None, progress: bool) -> Iterator[Any]:
+    """The loader's first max_batches batches (all if None), with a progress bar."""
+    total = min(len(loader), max_batches or len(loader))
+    batches = itertools.islice(loader, max_batches)
+    return iter(tqdm(batches, "eval", total, leave=False, disable=not progress))
+
+
+def pair_to_device(batch: Any, model: nn.Module) -> tuple[Tensor, Tensor]:
+    """An (inputs, targets) batch of two tensors on the model's device."""
+    device = device_of(model)
+    inputs, targets = batch
+    return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model lives (CPU for a model without parameters or buffers)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return next(tensors, torch.empty(0)).device

@@ -1,0 +1,136 @@
+"""Semantic segmentation: VOC class masks and the embedded shapes scenes in the same layout,
+scored by mIoU over a confusion matrix with the ignore label left out, as torchvision's
+references score it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from gdrq_bench.config import (
+    ModelConfig,
+    SegmentationDatasetConfig,
+    SegmentationTaskConfig,
+    TrainerConfig,
+)
+from gdrq_bench.data.segmentation import (
+    IGNORE_INDEX,
+    VOC_SEG_CLASSES,
+    VocSegmentationSet,
+    collate_segmentation,
+)
+from gdrq_bench.data.shapes import SHAPE_CLASSES, prepare_shapes, voc_root
+from gdrq_bench.errors import check_choice
+from gdrq_bench.metrics.segmentation import ConfusionMatrix
+from gdrq_bench.models.segmenters import build_segmenter, check_segmenter, segmenter_scope
+from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device
+
+DATASET_NAMES = ("shapes", "voc")
+AUX_WEIGHT = 0.5  # torchvision's reference weighs the auxiliary loss so
+
+
+class SegmentationTask:
+    name = "segmentation"
+    metric = "miou"
+
+    def __init__(
+        self,
+        task: SegmentationTaskConfig,
+        dataset: SegmentationDatasetConfig,
+        model: ModelConfig,
+        trainer: TrainerConfig,
+        cache_dir: str,
+    ) -> None:
+        check_segmenter(task.head, model.name, task.aux_loss)
+        check_choice("dataset.name", dataset.name, DATASET_NAMES)
+        root = Path(dataset.root).expanduser()
+        if dataset.name == "shapes":
+            root, classes = voc_root(prepare_shapes(root, dataset.image_size)), SHAPE_CLASSES
+            self.classes = ["background", *classes]
+        else:
+            self.classes = list(dataset.classes or VOC_SEG_CLASSES)
+        split_file = Path(dataset.split_file).expanduser() if dataset.split_file else None
+        common = dict(
+            root=root,
+            years=list(dataset.years),
+            num_classes=len(self.classes),
+            mask_dir=dataset.mask_dir,
+        )
+        self.train_set = VocSegmentationSet(
+            split=dataset.train_split,
+            train=True,
+            crop_size=dataset.crop_size,
+            split_file=split_file,
+            **common,
+        )
+        self.eval_set = VocSegmentationSet(split=dataset.val_split, train=False, **common)
+        self.quant_scope = segmenter_scope(task.head)
+        self.task_config, self.dataset_config = task, dataset
+        self.model_config, self.trainer_config = model, trainer
+        self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
+
+    def build_model(self) -> nn.Module:
+        return build_segmenter(
+            self.task_config.head,
+            self.model_config.name,
+            len(self.classes),
+            self.task_config.aux_loss,
+            self.model_config.pretrained,
+            self.weights_dir,
+        )
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.dataset_config.num_workers
+        return make_loader(dataset, batch_size, shuffle, workers, collate_segmentation)
+
+    def train_loader(self) -> DataLoader:
+        return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
+
+    def eval_loader(self) -> DataLoader:
+        return self._loader(self.eval_set, self.trainer_config.eval_batch_size, shuffle=False)
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        images, masks = pair_to_device(batch, model)
+        outputs = model(images)
+        loss = F.cross_entropy(outputs["out"], masks, ignore_index=IGNORE_INDEX)
+        if "aux" in outputs:
+            loss = loss + AUX_WEIGHT * F.cross_entropy(
+                outputs["aux"], masks, ignore_index=IGNORE_INDEX
+            )
+        return loss
+
+    def model_inputs(self, batch: Any) -> Any:
+        return batch[0]
+
+    def fold_probe(self, model: nn.Module) -> nn.Module:
+        return model  # logits are continuous in the weights
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        max_batches: int | None = None,
+        predictions_path: Path | None = None,  # scores only: masks are not worth writing
+    ) -> dict[str, float]:
+        """mIoU and pixel accuracy in percent, and the IoU of each class (NaN for a class
+        absent from both the truth and the predictions: it is left out of the mean)."""
+        matrix = ConfusionMatrix(len(self.classes))
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
+                images, masks = pair_to_device(batch, model)
+                matrix.update(masks, model(images)["out"].argmax(dim=1))
+        model.train(was_training)
+        scores = matrix.compute()
+        per_class = zip(self.classes, scores["iou_per_class"], strict=True)
+        return {
+            "miou": scores["miou"],
+            "pixel_acc": scores["pixel_acc"],
+            **{f"iou_{name}": iou for name, iou in per_class},
+        }
