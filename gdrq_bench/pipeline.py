@@ -192,10 +192,16 @@ class Run:
 AFTER_FLOAT_TASK_KEYS = ("quantize", "voc_ap")
 
 
+# Bump when a code change alters the float model a config trains (2: BatchNorm momentum of
+# models trained from scratch), so caches made before it are not reused.
+FLOAT_CACHE_VERSION = 2
+
+
 def float_cache_key(cfg: DictConfig) -> str:
     """Everything that decides the float model trained here."""
     trainer = cfg.trainer
     parts = {
+        "version": FLOAT_CACHE_VERSION,
         "task": {
             key: value
             for key, value in OmegaConf.to_container(cfg.task, resolve=True).items()

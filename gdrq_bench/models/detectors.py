@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torchvision import models
+from torchvision.models import WeightsEnum
 from torchvision.models.detection import (
     FasterRCNN,
     RetinaNet,
@@ -25,7 +26,11 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gdrq_bench.errors import check_choice
-from gdrq_bench.models.weights import torchvision_weights_dir
+from gdrq_bench.models.weights import (
+    FROM_SCRATCH_BN_MOMENTUM,
+    torchvision_weights_dir,
+    with_bn_momentum,
+)
 from gdrq_bench.quant import QuantScope
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -90,36 +95,44 @@ def build_detector(
 
     pretrained loads torchvision's ImageNet weights into the backbone and, as torchvision does
     then, freezes its BatchNorms (FrozenBatchNorm2d) and its first layers; from scratch every
-    layer trains with ordinary BatchNorm. num_classes counts the background (label 0).
+    layer trains with ordinary BatchNorm at PyTorch's default momentum (see with_bn_momentum).
+    num_classes counts the background (label 0).
     """
     check_detector(detector, backbone, "all")
     weights = models.get_model_weights(backbone).DEFAULT if pretrained else None
-    size = {"min_size": image_size, "max_size": image_size}
     with torchvision_weights_dir(weights_dir):
-        if detector == "ssdlite":
-            model = ssdlite320_mobilenet_v3_large(num_classes=num_classes, weights_backbone=weights)
-            model.transform = GeneralizedRCNNTransform(
-                image_size, image_size, [0.5] * 3, [0.5] * 3, size_divisible=1,
-                fixed_size=(image_size, image_size),
-            )  # fmt: skip
-            return model
-        if backbone == "mobilenet_v3_large":
-            return fasterrcnn_mobilenet_v3_large_fpn(
-                num_classes=num_classes, weights_backbone=weights, **size
-            )
-        norm = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
-        trainable = 3 if pretrained else 5
-        if detector == "retinanet":
-            features = resnet_fpn_backbone(
-                backbone_name=backbone, weights=weights, norm_layer=norm,
-                trainable_layers=trainable, returned_layers=[2, 3, 4],
-                extra_blocks=LastLevelP6P7(256, 256),
-            )  # fmt: skip
-            return RetinaNet(features, num_classes, **size)
-        features = resnet_fpn_backbone(
-            backbone_name=backbone, weights=weights, norm_layer=norm, trainable_layers=trainable
+        model = _build(detector, backbone, num_classes, image_size, weights)
+    return model if pretrained else with_bn_momentum(model, FROM_SCRATCH_BN_MOMENTUM)
+
+
+def _build(
+    detector: str, backbone: str, num_classes: int, image_size: int, weights: WeightsEnum | None
+) -> nn.Module:
+    size = {"min_size": image_size, "max_size": image_size}
+    if detector == "ssdlite":
+        model = ssdlite320_mobilenet_v3_large(num_classes=num_classes, weights_backbone=weights)
+        model.transform = GeneralizedRCNNTransform(
+            image_size, image_size, [0.5] * 3, [0.5] * 3, size_divisible=1,
+            fixed_size=(image_size, image_size),
+        )  # fmt: skip
+        return model
+    if backbone == "mobilenet_v3_large":
+        return fasterrcnn_mobilenet_v3_large_fpn(
+            num_classes=num_classes, weights_backbone=weights, **size
         )
-        return FasterRCNN(features, num_classes, **size)
+    norm = nn.BatchNorm2d if weights is None else FrozenBatchNorm2d
+    trainable = 5 if weights is None else 3
+    if detector == "retinanet":
+        features = resnet_fpn_backbone(
+            backbone_name=backbone, weights=weights, norm_layer=norm,
+            trainable_layers=trainable, returned_layers=[2, 3, 4],
+            extra_blocks=LastLevelP6P7(256, 256),
+        )  # fmt: skip
+        return RetinaNet(features, num_classes, **size)
+    features = resnet_fpn_backbone(
+        backbone_name=backbone, weights=weights, norm_layer=norm, trainable_layers=trainable
+    )
+    return FasterRCNN(features, num_classes, **size)
 
 
 class RawDetectorOutputs(nn.Module):

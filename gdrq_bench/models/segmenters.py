@@ -9,7 +9,11 @@ from torchvision import models
 from torchvision.models import segmentation
 
 from gdrq_bench.errors import ConfigError, check_choice
-from gdrq_bench.models.weights import torchvision_weights_dir
+from gdrq_bench.models.weights import (
+    FROM_SCRATCH_BN_MOMENTUM,
+    torchvision_weights_dir,
+    with_bn_momentum,
+)
 from gdrq_bench.quant import QuantScope
 
 BACKBONES = {
@@ -46,10 +50,12 @@ def build_segmenter(
     weights_dir: Path,
 ) -> nn.Module:
     """pretrained loads torchvision's ImageNet weights into the backbone only (its COCO-trained
-    segmenters predict the 21 VOC classes and fit no other label set)."""
+    segmenters predict the 21 VOC classes and fit no other label set); from scratch, BatchNorm
+    statistics follow the training at PyTorch's default momentum (see with_bn_momentum)."""
     check_segmenter(head, backbone, aux_loss)
     weights = models.get_model_weights(backbone).DEFAULT if pretrained else None
     options = {} if head == "lraspp" else {"aux_loss": aux_loss}
     builder = getattr(segmentation, f"{head}_{backbone}")
     with torchvision_weights_dir(weights_dir):
-        return builder(weights=None, weights_backbone=weights, num_classes=num_classes, **options)
+        model = builder(weights=None, weights_backbone=weights, num_classes=num_classes, **options)
+    return model if pretrained else with_bn_momentum(model, FROM_SCRATCH_BN_MOMENTUM)
