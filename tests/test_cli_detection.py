@@ -19,7 +19,13 @@ from gdrq_bench.data.shapes import SHAPE_CATEGORY_IDS, coco_paths, prepare_shape
 from gdrq_bench.results import COLUMNS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SMALL = ("task=detection", "dataset.image_size=64", "trainer.batch_size=2", "logger=none")
+SMALL = (
+    "task=detection",
+    "dataset.image_size=64",
+    "trainer.batch_size=2",
+    "trainer.eval_batch_size=8",
+    "logger=none",
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ SMALL = (
     "task=segmentation",
     "dataset.image_size=32",
     "trainer.batch_size=2",
-    "grouping.search_points=16",
+    "trainer.eval_batch_size=8",
     "logger=none",
 )
 
