@@ -33,3 +33,14 @@ def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, st
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("gdrq-run: error:")]
+
+
+def assert_failed_cleanly(
+    result: subprocess.CompletedProcess, tmp_path: Path, task: str, named: str
+) -> None:
+    """A non-zero exit, exactly one error line and it names `named`, and no results row."""
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert named in lines[0]
+    assert read_rows(tmp_path, task) == []

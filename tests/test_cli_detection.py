@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_runner import error_lines, gdrq_run, read_rows
+from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -137,11 +137,7 @@ def test_bad_coco_data_fails_with_one_line_naming_the_file(
         "dataset.train_split=val",
         "dataset.val_split=val",
     )
-    assert result.returncode != 0
-    lines = error_lines(result)
-    assert len(lines) == 1
-    assert str(named) in lines[0]
-    assert read_rows(tmp_path, "detection") == []
+    assert_failed_cleanly(result, tmp_path, "detection", str(named))
 
 
 @pytest.mark.parametrize(

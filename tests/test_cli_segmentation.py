@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runner import error_lines, gdrq_run, read_rows
+from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
 from PIL import Image
 
 from gdrq_bench.data.shapes import prepare_shapes, voc_root
@@ -94,11 +94,7 @@ def test_bad_mask_fails_with_one_line_naming_the_file(
         "dataset.classes=[background,circle,square,triangle]",
         "dataset.crop_size=null",
     )
-    assert result.returncode != 0
-    lines = error_lines(result)
-    assert len(lines) == 1
-    assert str(mask_file) in lines[0]
-    assert read_rows(tmp_path, "segmentation") == []
+    assert_failed_cleanly(result, tmp_path, "segmentation", str(mask_file))
 
 
 @pytest.mark.parametrize(
@@ -121,7 +117,5 @@ def test_fold_is_exact_on_the_logits_at_w4a4(head: str, backbone: str) -> None:
 
 def test_wrong_task_for_the_dataset_names_the_key(tmp_path: Path, cache_dir: Path) -> None:
     result = gdrq_run(tmp_path, cache_dir, *SMALL, "dataset=shapes")
-    assert result.returncode != 0
-    lines = error_lines(result)
-    assert len(lines) == 1
-    assert "dataset.name=shapes is not a segmentation data set" in lines[0]
+    named = "dataset.name=shapes is not a segmentation data set"
+    assert_failed_cleanly(result, tmp_path, "segmentation", named)
