@@ -86,8 +86,6 @@ class DetectionTask:
     ) -> None:
         check_detector(task.detector, model.name, task.quantize)
         check_choice("task.voc_ap", task.voc_ap, VOC_AP)
-        if dataset.name not in DATASET_NAMES:  # before the format key, which digits lacks
-            check_choice("dataset.name", dataset.name, DATASET_NAMES)
         self.train_set, self.eval_set = load_detection_sets(dataset)
         self.metric = "bbox_ap" if dataset.format == "coco" else "map50"
         self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
