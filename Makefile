@@ -3,8 +3,11 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 ARGS ?=
+SWEEP ?= default
+JOBS ?=
+BOARD_ARGS ?=
 
-.PHONY: install run test lint clean
+.PHONY: install run sweep board test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,14 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/gdrq-run $(ARGS)
+
+# A grid preset of conf/sweep/ (SWEEP=name), JOBS local jobs at once, then the leaderboard.
+sweep: install
+	$(BIN)/gdrq-sweep $(SWEEP) $(if $(JOBS),--jobs $(JOBS)) $(ARGS)
+	$(BIN)/gdrq-board $(BOARD_ARGS)
+
+board: install
+	$(BIN)/gdrq-board $(BOARD_ARGS)
 
 lint: install
 	$(BIN)/ruff check gdrq_bench tests bench

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gdrq_bench.config import register_configs
+from gdrq_bench.distributed import env_rank
 from gdrq_bench.errors import GdrqError
 
 log = logging.getLogger("gdrq_bench")
@@ -22,24 +23,28 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 # Groups whose option names are numbers (bits=4): Hydra reads `bits=4` as an int and refuses it
 # as a group choice, so the command line is rewritten to the quoted form it accepts (bits='4').
-NUMERIC_CHOICE = re.compile(r"^(bits)=([0-9]+(?:,[0-9]+)*)$")
-QUOTED_CHOICE = re.compile(r"^(bits)=('[0-9]+'(?:,'[0-9]+')*)$")
-
-register_configs()
+NUMERIC_CHOICE_GROUPS = ("bits",)
+CHOICE_LIST = re.compile(r"^(\w+)=([\w',]+)$")
 
 
 def quote_numeric_choice(override: str) -> str:
-    """bits=4 -> bits='4' and bits=2,4 -> bits='2','4'; anything else unchanged."""
-    match = NUMERIC_CHOICE.match(override)
-    if not match:
+    """bits=4 -> bits='4' and bits=8,4,w2a4 -> bits='8','4',w2a4; anything else unchanged."""
+    match = CHOICE_LIST.match(override)
+    if not match or match[1] not in NUMERIC_CHOICE_GROUPS:
         return override
-    return f"{match[1]}=" + ",".join(f"'{value}'" for value in match[2].split(","))
+    values = (f"'{value}'" if value.isdigit() else value for value in match[2].split(","))
+    return f"{match[1]}=" + ",".join(values)
 
 
 def unquote_numeric_choice(override: str) -> str:
     """The inverse, so the recorded command reads as a user would type it."""
-    match = QUOTED_CHOICE.match(override)
-    return f"{match[1]}={match[2].replace(chr(39), '')}" if match else override
+    match = CHOICE_LIST.match(override)
+    if not match or match[1] not in NUMERIC_CHOICE_GROUPS:
+        return override
+    return f"{match[1]}={match[2].replace(chr(39), '')}"
+
+
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -57,6 +62,18 @@ def _app(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+# Processes of a distributed run other than rank 0 write no run directory and no log file.
+SILENT_RANK_OVERRIDES = [
+    "hydra.output_subdir=null",
+    "hydra/job_logging=disabled",
+    "hydra/hydra_logging=disabled",
+    "hydra.run.dir=.",
+]
+
+
 def main() -> None:
-    sys.argv = [sys.argv[0], *(quote_numeric_choice(arg) for arg in sys.argv[1:])]
+    arguments = [quote_numeric_choice(arg) for arg in sys.argv[1:]]
+    if env_rank() > 0:
+        arguments += SILENT_RANK_OVERRIDES
+    sys.argv = [sys.argv[0], *arguments]
     _app()

@@ -130,6 +130,8 @@ class TrainerConfig:
     fold_check_batches: int = 2
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
     progress: bool = True
+    resume: bool = False  # continue from the checkpoints of a killed run of the same config
+    device: str = "auto"  # "auto" (this process's GPU if there is one), "cpu" or "cuda"
 
 
 @dataclass
@@ -152,6 +154,8 @@ class Config:
     seed: int = 0
     results_dir: str = "results"
     cache_dir: str = "${oc.env:GDRQ_CACHE,'~/.cache/gdrq_bench'}"
+    # per-epoch checkpoints of unfinished runs, one folder per config (removed when it finishes)
+    checkpoint_dir: str = "${cache_dir}/checkpoints"
 
 
 def register_configs() -> None:

@@ -1,4 +1,5 @@
-"""The training loop, task-agnostic: optimizer, schedule, progress, a finite-loss guard."""
+"""The training loop, task-agnostic: optimizer, schedule, progress, a finite-loss guard,
+per-epoch checkpoint state and data-parallel training."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gdrq_bench import distributed
+from gdrq_bench.checkpoint import capture_rng, restore_rng
 from gdrq_bench.errors import GdrqError
 
 log = logging.getLogger(__name__)
@@ -54,15 +57,31 @@ def train_stage(
     max_batches: int | None = None,
     grad_clip: float | None = None,
     progress: bool = True,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[float]:
     """Train for `epochs` epochs with a cosine learning-rate schedule; the mean loss per epoch.
-    grad_clip bounds the gradient norm of each step (detectors trained from scratch need it)."""
+
+    grad_clip bounds the gradient norm of each step (detectors trained from scratch need it).
+    After every epoch `on_epoch_end` gets the state `resume` takes to continue from there:
+    model, optimizer, schedule, random-number states and the losses so far.
+    """
     steps_per_epoch = min(len(loader), max_batches or len(loader))
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    epoch_losses = []
-    for epoch in range(epochs):
-        model.train()
+    epoch_losses: list[float] = []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        restore_rng(resume["rng"], loader.generator)
+        epoch_losses = list(resume["losses"])
+        log.info("%s: resumed after epoch %d/%d", stage, len(epoch_losses), epochs)
+    trained = distributed.wrap(model)
+    for epoch in range(len(epoch_losses), epochs):
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        trained.train()
         total, count = 0.0, 0
         batches = tqdm(
             islice(loader, steps_per_epoch),
@@ -72,7 +91,7 @@ def train_stage(
             leave=False,
         )
         for step, batch in enumerate(batches):
-            loss = loss_fn(model, batch)
+            loss = loss_fn(trained, batch)
             if not math.isfinite(loss.item()):
                 raise TrainingError(
                     f"stage '{stage}': loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}"
@@ -87,4 +106,14 @@ def train_stage(
             batches.set_postfix(loss=f"{total / count:.4f}")
         epoch_losses.append(total / max(count, 1))
         log.info("%s epoch %d/%d: loss %.4f", stage, epoch + 1, epochs, epoch_losses[-1])
+        if on_epoch_end is not None:
+            on_epoch_end(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "rng": capture_rng(loader.generator),
+                    "losses": epoch_losses,
+                }
+            )
     return epoch_losses

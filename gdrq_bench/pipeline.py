@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gdrq_bench import provenance
+from gdrq_bench import distributed, provenance
+from gdrq_bench.checkpoint import RunCheckpoints, run_key
 from gdrq_bench.engine import train_stage
 from gdrq_bench.errors import ConfigError, DataError
 from gdrq_bench.quant import (
@@ -147,17 +150,36 @@ class Run:
     task: Task
     run_dir: Path
     logger: RunLogger
+    checkpoints: RunCheckpoints
+    device: torch.device
     train_seconds: float = 0.0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def train(self, model: nn.Module, stage: str) -> None:
+        """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's
+        weights instead of training it, and continues an unfinished one."""
         stage_cfg = self.cfg.trainer[stage]
         if stage_cfg.epochs <= 0:
+            return
+        saved = self.checkpoints.load(stage)
+        earlier_seconds = saved["seconds"] if saved else 0.0
+        if saved is not None and len(saved["losses"]) >= stage_cfg.epochs:
+            model.load_state_dict(saved["model"])
+            self.train_seconds += earlier_seconds
+            log.info("%s: all %d epochs were done before (checkpoint)", stage, stage_cfg.epochs)
             return
         seed_stage(self.cfg.seed, stage)
         trainer = self.cfg.trainer
         start = time.perf_counter()
-        losses = train_stage(
+
+        def end_of_epoch(state: dict[str, Any]) -> None:
+            state["seconds"] = earlier_seconds + time.perf_counter() - start
+            self.checkpoints.save(stage, state)
+            self.logger.log(
+                {f"{stage}/loss": state["losses"][-1], f"{stage}/epoch": len(state["losses"])}
+            )
+
+        train_stage(
             model,
             self.task.train_loader(),
             self.task.loss,
@@ -169,14 +191,16 @@ class Run:
             max_batches=trainer.max_train_batches,
             grad_clip=trainer.grad_clip,
             progress=trainer.progress,
+            resume=saved,
+            on_epoch_end=end_of_epoch,
         )
-        self.train_seconds += time.perf_counter() - start
-        for epoch, loss in enumerate(losses, 1):
-            self.logger.log({f"{stage}/loss": loss, f"{stage}/epoch": epoch})
+        self.train_seconds += earlier_seconds + time.perf_counter() - start
 
     def evaluate(self, model: nn.Module, name: str, final: bool = False) -> float:
         """Score `model` as `name`; the final model's per-image predictions (tasks that make
         them) go to predictions.json in the run directory, the others' to predictions_<name>."""
+        if not distributed.is_main():  # rank 0 scores the whole evaluation set alone
+            return float("nan")
         predictions = self.run_dir / ("predictions.json" if final else f"predictions_{name}.json")
         metrics = self.task.evaluate(
             model, self.task.eval_loader(), self.cfg.trainer.max_eval_batches, predictions
@@ -238,23 +262,29 @@ def _load_checkpoint(model: nn.Module, path: str) -> None:
 
 def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     """The float model (built by the task) and where its weights came from: checkpoint,
-    pretrained, cache or trained here."""
+    pretrained, cache or trained here (from pretrained weights where they cover only a part)."""
     cfg = run.cfg
     if cfg.model.checkpoint:
         _load_checkpoint(model, cfg.model.checkpoint)
         return model, "checkpoint"
-    if cfg.model.pretrained:
+    if cfg.model.pretrained and run.task.pretrained_complete:
         return model, "pretrained"
     cache = Path(cfg.cache_dir).expanduser() / "fp" / f"{float_cache_key(cfg)}.pt"
-    if cache.is_file():
-        model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
-        log.info("float model reused from %s", cache)
-        return model, "cache"
-    run.train(model, "fp")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(model.state_dict(), partial)
-    os.replace(partial, cache)
+    # Parallel jobs of a sweep wait here while the first one trains the shared float model.
+    # The processes of one distributed run train it together, so they take no lock.
+    lock = FileLock(f"{cache}.lock") if distributed.world_size() == 1 else nullcontext()
+    with lock:
+        if cache.is_file():
+            model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+            log.info("float model reused from %s", cache)
+            return model, "cache"
+        run.train(model, "fp")
+        if distributed.is_main():
+            partial = cache.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(model.state_dict(), partial)
+            os.replace(partial, cache)
+        distributed.barrier()
     return model, "trained"
 
 
@@ -301,7 +331,8 @@ def _display_path(path: Path) -> str:
 def stage_report(
     run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
 ) -> dict[str, Any]:
-    """Append the results row and print the summary; returns the row."""
+    """Write the run's files, then append the results row and print the summary; returns the
+    row. The row goes last, so a run that fails on the way leaves none."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
     scores = {name: round(run.metrics[name][metric], 4) for name in ("fp", "quant", "folded")}
     grouped = get_method(spec.method).grouped
@@ -337,13 +368,15 @@ def stage_report(
         "run_dir": _display_path(run.run_dir),
         "fp_source": fp_source,
     }
-    append_row(table_path(Path(cfg.results_dir), run.task.name), row)
     (run.run_dir / "layer_stats.json").write_text(json.dumps(stats, indent=1))
+    if "after" in stats:
+        run.logger.log_weight_histogram(stats, run.run_dir)
     metrics = {  # NaN (a VOC class without ground truth) is not JSON: null
         name: {k: None if math.isnan(v) else v for k, v in values.items()}
         for name, values in run.metrics.items()
     }
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    append_row(table_path(Path(cfg.results_dir), run.task.name), row)  # last: the commit
     log.info("summary\n%s", summary_table(row))
     return row
 
@@ -361,18 +394,22 @@ def summary_table(row: dict[str, Any]) -> str:
 
 
 def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, Any], float]:
-    """reshape -> qat -> fold -> eval of a quantized copy; (weight statistics, fold error)."""
-    qmodel = quantize_model(model, run.spec, run.task.quant_scope)
+    """reshape -> qat -> fold -> eval of a quantized copy; (weight statistics, fold error).
+    In a distributed run the other processes stop after training, rank 0 goes on alone."""
+    qmodel = quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
     stats = stage_reshape(run, qmodel)
     stage_qat(run, qmodel)
+    if not distributed.is_main():
+        return stats, float("nan")
     folded, check = stage_fold(run, qmodel)
     run.evaluate(qmodel, "quant")
     run.evaluate(folded, "folded", final=True)
     return stats, check["max_rel"]
 
 
-def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]:
-    """Validate everything that can be checked cheaply, then run the stages in order."""
+def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any] | None:
+    """Validate everything that can be checked cheaply, then run the stages in order; the
+    results row (None on the processes of a distributed run other than rank 0)."""
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as error:  # omegaconf's errors name the key in `full_key`
@@ -382,24 +419,47 @@ def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]
     if cfg.model.pretrained and cfg.model.checkpoint:
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
     check_writable(cfg.results_dir)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
     task = build_task(cfg)
     seed_stage(cfg.seed, "init")  # the float model's initial weights
     model = task.build_model()
     quantize_model(
         model, spec, task.quant_scope
     )  # layer-level checks (groups per layer) before any training
-    run = Run(cfg, spec, task, run_dir, start_logger(cfg, run_dir))
+    distributed.start()
+    try:
+        return _run_stages(cfg, spec, task, model, command, run_dir)
+    finally:
+        distributed.stop()
+
+
+def _run_stages(
+    cfg: DictConfig, spec: QuantSpec, task: Task, model: nn.Module, command: str, run_dir: Path
+) -> dict[str, Any] | None:
+    main = distributed.is_main()
+    if distributed.world_size() > 1:
+        command = f"torchrun --nproc-per-node={distributed.world_size()} --no-python {command}"
+    checkpoints = RunCheckpoints(
+        Path(cfg.checkpoint_dir).expanduser() / run_key(cfg), cfg.trainer.resume, writer=main
+    )
+    device = distributed.device(cfg.trainer.device)
+    logger = start_logger(cfg, run_dir) if main else RunLogger()
+    run = Run(cfg, spec, task, run_dir, logger, checkpoints, device)
     row = None
     try:
-        model, fp_source = stage_fp(run, model)
+        model, fp_source = stage_fp(run, model.to(device))
         float_baseline = spec.w_bits == spec.a_bits == FLOAT_BITS  # nothing to quantize
         run.evaluate(model, "fp", final=float_baseline)
+        distributed.barrier()
         if float_baseline:
-            run.metrics["quant"] = run.metrics["folded"] = run.metrics["fp"]
+            run.metrics["quant"] = run.metrics["folded"] = run.metrics.get("fp", {})
             stats, fold_err = {}, None
         else:
             stats, fold_err = quantized_stages(run, model)
-        row = stage_report(run, fp_source, stats, fold_err, command)
+        if main:
+            row = stage_report(run, fp_source, stats, fold_err, command)
+            checkpoints.finish()
     finally:
         run.logger.finish(row)
     return row

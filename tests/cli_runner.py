@@ -11,16 +11,29 @@ from pathlib import Path
 GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
 
 
-def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GDRQ_CACHE": str(cache_dir), "WANDB_MODE": "disabled"}
-    command = [
+def gdrq_env(cache_dir: Path) -> dict[str, str]:
+    return {**os.environ, "GDRQ_CACHE": str(cache_dir), "WANDB_MODE": "disabled"}
+
+
+def gdrq_command(tmp_path: Path, *overrides: str) -> list[str]:
+    """A smoke run writing its table under tmp_path/results and its files to tmp_path/run."""
+    return [
         GDRQ_RUN,
         "trainer=smoke",
         f"results_dir={tmp_path / 'results'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         *overrides,
     ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        gdrq_command(tmp_path, *overrides),
+        env=gdrq_env(cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, str]]:

@@ -167,13 +167,15 @@ def fold_model(qmodel: nn.Module) -> nn.Module:
     return folded
 
 
-def _to_float64(value: Any) -> Any:
+def _to_float64(value: Any, device: torch.device) -> Any:
+    """Floating tensors in float64, every tensor on `device`."""
     if isinstance(value, Tensor):
+        value = value.to(device)
         return value.double() if value.is_floating_point() else value
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_float64(item) for item in value)
+        return type(value)(_to_float64(item, device) for item in value)
     if isinstance(value, dict):
-        return {key: _to_float64(item) for key, item in value.items()}
+        return {key: _to_float64(item, device) for key, item in value.items()}
     return value
 
 
@@ -207,9 +209,10 @@ def verify_fold(
     """
     reference = copy.deepcopy(qmodel).double().eval()
     folded64 = fold_model(reference)
+    device = next(reference.parameters()).device
     max_abs = max_rel = 0.0
     for batch in batches:
-        batch64 = _to_float64(batch)
+        batch64 = _to_float64(batch, device)
         pairs = zip(
             _tensors(_run(reference, batch64)), _tensors(_run(folded64, batch64)), strict=True
         )

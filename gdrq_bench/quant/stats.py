@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -37,10 +39,13 @@ def histogram(x: Tensor, bins: int = 100) -> tuple[Tensor, Tensor]:
     return torch.histogram(x, bins=bins)
 
 
-def layer_weight_stats(qmodel: nn.Module) -> dict[str, dict[str, float]]:
-    """Kurtosis and best QL_2 (at the layer's weight bits) of each quantized layer's weight
-    as its quantizer's current mode sees it: the float weight in `float` mode, the Scale-Clipped
-    weight in `clip` and `quant` modes."""
+HISTOGRAM_BINS = 64
+
+
+def layer_weight_stats(qmodel: nn.Module) -> dict[str, dict[str, Any]]:
+    """Kurtosis, best QL_2 (at the layer's weight bits) and a histogram of each quantized
+    layer's weight as its quantizer's current mode sees it: the float weight in `float` mode,
+    the Scale-Clipped weight in `clip` and `quant` modes."""
     from gdrq_bench.quant.convert import quantized_layers
 
     stats = {}
@@ -49,9 +54,11 @@ def layer_weight_stats(qmodel: nn.Module) -> dict[str, dict[str, float]]:
         with torch.no_grad():
             weight = quantizer.effective(layer.weight)
         bits = quantizer.bits if quantizer.bits != 32 else 8
+        counts, edges = histogram(weight, HISTOGRAM_BINS)
         stats[name] = {
             "kurtosis": kurtosis(weight),
             "ql2": optimal_quantized_loss(weight, bits)[0],
             "bits": float(quantizer.bits),
+            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
         }
     return stats

@@ -15,6 +15,9 @@ class Task(Protocol):
     name: str  # "classification", ...
     metric: str  # the primary metric's key in evaluate()'s dict, e.g. "top1"
     quant_scope: QuantScope  # the part of the model quantized and its prediction layers
+    # model.pretrained=true gives a finished float model (every weight pretrained, so no float
+    # training); False where only the backbone is (detection, segmentation, a swapped head)
+    pretrained_complete: bool
 
     def build_model(self) -> nn.Module:
         """The float model: pretrained weights if configured, otherwise freshly initialised."""

@@ -15,7 +15,7 @@ from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerC
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
-from gdrq_bench.models.classifiers import build_classifier, check_classifier
+from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
 from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device
 
@@ -63,6 +63,7 @@ class ClassificationTask:
         self.eval_set = load_imagefolder(root, dataset.val_split, eval_transform)
         check_same_classes(self.train_set, self.eval_set)
         self.num_classes = len(self.train_set.classes)
+        self.pretrained_complete = model.pretrained and self.num_classes == IMAGENET_CLASSES
         self.dataset_config, self.model_config, self.trainer_config = dataset, model, trainer
         self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from gdrq_bench import distributed
+
 
 def make_loader(
     dataset: Dataset,
@@ -19,12 +21,15 @@ def make_loader(
     num_workers: int,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """A shuffled loader draws its order from the stage's seed (the caller seeds torch)."""
+    """A shuffled loader draws its order from the stage's seed (the caller seeds torch); in a
+    distributed run each process shuffles its own share of the data."""
+    sampler = distributed.train_sampler(dataset, torch.initial_seed()) if shuffle else None
     generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=generator,

@@ -75,6 +75,7 @@ def load_detection_sets(
 
 class DetectionTask:
     name = "detection"
+    pretrained_complete = False  # ImageNet weights cover the backbone only
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ AUX_WEIGHT = 0.5  # torchvision's reference weighs the auxiliary loss so
 
 class SegmentationTask:
     name = "segmentation"
+    pretrained_complete = False  # ImageNet weights cover the backbone only
     metric = "miou"
 
     def __init__(

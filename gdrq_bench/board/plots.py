@@ -1,0 +1,100 @@
+"""The board's figures: score against bit-width, weight kurtosis before and after Scale-Clip,
+and one layer's weight histogram before and after Scale-Clip (the paper's picture)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from gdrq_bench.board.leaderboard import best_rows
+
+
+def _panels(count: int) -> tuple[Figure, list[Any]]:
+    """A figure of `count` panels side by side (matplotlib's object API: no pyplot state,
+    no display needed)."""
+    figure = Figure(figsize=(5 * count, 3.8), layout="constrained")
+    axes = figure.subplots(1, count, squeeze=False)
+    return figure, list(axes[0])
+
+
+def score_against_bits(rows: pd.DataFrame) -> Figure:
+    """One panel per data set and model: the folded score of each method's best row at each
+    bit-width (widest first), the float model's score as a dashed line."""
+    best = best_rows(rows)
+    quantized = best[best.method != "float"]
+    models = sorted(quantized.groupby(["dataset", "model"]).groups)
+    figure, axes = _panels(len(models))
+    for axis, (dataset, model) in zip(axes, models):
+        panel = quantized[(quantized.dataset == dataset) & (quantized.model == model)]
+        order = (
+            panel.drop_duplicates("bits")
+            .sort_values(["w_bits", "a_bits"], ascending=False)
+            .bits.tolist()
+        )
+        for method, line in panel.groupby("method"):
+            top = line.groupby("bits").folded.max().reindex(order)
+            axis.plot(order, top.to_numpy(), marker="o", label=method)
+        float_score = rows[(rows.dataset == dataset) & (rows.model == model)].fp.max()
+        axis.axhline(float_score, color="grey", linestyle="--", label="float")
+        axis.set(title=f"{dataset} / {model}", xlabel="bits", ylabel=f"{panel.metric.iloc[0]} (%)")
+        axis.legend(fontsize="small")
+    return figure
+
+
+def kurtosis_before_after(rows: pd.DataFrame) -> Figure:
+    """Mean weight kurtosis of the layers before and after the reshape stage, one pair of bars
+    per configuration that reshapes (kurtosis_after set)."""
+    reshaped = best_rows(rows[rows.kurtosis_after.notna()])
+    labels = (
+        reshaped.model + " " + reshaped.method + " " + reshaped.bits + " g" + reshaped.groups
+    ).tolist()
+    figure, (axis,) = _panels(1)
+    figure.set_size_inches(max(5, 0.6 * len(labels) + 2), 4)
+    positions = range(len(labels))
+    axis.bar([p - 0.2 for p in positions], reshaped.kurtosis_before, 0.4, label="before")
+    axis.bar([p + 0.2 for p in positions], reshaped.kurtosis_after, 0.4, label="after")
+    axis.axhline(1.8, color="grey", linestyle=":", label="uniform (1.8)")
+    axis.set_xticks(list(positions), labels, rotation=60, ha="right", fontsize="small")
+    axis.set(ylabel="mean weight kurtosis", title="Scale-Clip: weight kurtosis")
+    axis.legend(fontsize="small", loc="lower right")
+    return figure
+
+
+def weight_histogram(stats: dict[str, Any], layer: str | None = None) -> tuple[Figure, str]:
+    """One layer's weight histogram before and after Scale-Clip from a run's layer_stats.json
+    (default layer: the middle one); the figure and the layer shown."""
+    names = list(stats["before"])
+    layer = layer or names[len(names) // 2]
+    if layer not in stats["before"]:
+        raise ValueError(f"layer {layer!r} is not quantized in this run; layers: {names}")
+    phases = [phase for phase in ("before", "after") if phase in stats]
+    figure, axes = _panels(len(phases))
+    for axis, phase in zip(axes, phases):
+        histogram = stats[phase][layer]["histogram"]
+        edges, counts = histogram["edges"], histogram["counts"]
+        axis.stairs(counts, edges, fill=True)
+        kurtosis = stats[phase][layer]["kurtosis"]
+        axis.set(title=f"{phase} Scale-Clip: kurtosis {kurtosis:.2f}", xlabel=f"{layer} weight")
+    axes[0].set_ylabel("count")
+    return figure, layer
+
+
+def histogram_source(rows: pd.DataFrame) -> tuple[pd.Series, dict[str, Any]] | None:
+    """The most recent reshaping row whose run directory still holds layer_stats.json."""
+    candidates = rows[rows.kurtosis_after.notna()].sort_values("finished_at", ascending=False)
+    for _, row in candidates.iterrows():
+        path = Path(str(row.run_dir)) / "layer_stats.json"
+        if path.is_file():
+            stats = json.loads(path.read_text())
+            if "after" in stats and "histogram" in next(iter(stats["before"].values())):
+                return row, stats
+    return None
+
+
+def save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=110)
+    return path
