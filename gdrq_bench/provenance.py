@@ -15,7 +15,8 @@ from gdrq_bench import __version__
 
 @cache
 def git_sha() -> str:
-    """The checkout's commit, '-dirty' if it has uncommitted changes, 'unknown' outside git."""
+    """The checkout's commit, '-dirty' if it has uncommitted changes outside results/,
+    'unknown' outside git."""
     repo = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -25,7 +26,8 @@ def git_sha() -> str:
 
     try:
         sha = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # results/ changes with every run: a table with new rows is not a code change
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha

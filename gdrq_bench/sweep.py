@@ -42,7 +42,7 @@ def load_preset(name: str, directory: Path = SWEEP_DIR) -> DictConfig:
 def grid_commands(preset: DictConfig, extra: list[str], jobs: int | None) -> list[list[str]]:
     """One gdrq-run --multirun command line per grid of the preset."""
     launcher = []
-    if jobs:
+    if jobs and jobs > 1:
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         if not any(override.startswith("trainer.threads=") for override in extra):
             # N processes share the cores: a torch thread pool of cores / N each
@@ -59,15 +59,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "preset", nargs="?", default="default", help="a name in conf/sweep/ or a .yaml path"
     )
-    parser.add_argument("--jobs", type=int, default=None, help="local jobs at once (joblib)")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="local jobs at once (joblib; default: the preset's)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("overrides", nargs="*", help="passed to every gdrq-run")
     args = parser.parse_intermixed_args(argv)
     try:
-        commands = grid_commands(load_preset(args.preset), args.overrides, args.jobs)
+        preset = load_preset(args.preset)
+        commands = grid_commands(preset, args.overrides, args.jobs or preset.get("jobs"))
     except SweepError as error:
         sys.exit(f"gdrq-sweep: error: {error}")
     for number, command in enumerate(commands, 1):
-        print(f"gdrq-sweep: grid {number}/{len(commands)}: {shlex.join(command)}", flush=True)
+        shown = shlex.join(["gdrq-run", *command[1:]])
+        print(f"gdrq-sweep: grid {number}/{len(commands)}: {shown}", flush=True)
         if not args.dry_run and subprocess.run(command).returncode != 0:
             sys.exit(f"gdrq-sweep: error: grid {number} failed (its log is above)")

@@ -1,0 +1,70 @@
+"""Sweep presets: every grid of every preset composes, and the default grid is the issue's."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.sweep import SWEEP_DIR, SweepError, grid_commands, load_preset
+
+PRESETS = sorted(path.stem for path in SWEEP_DIR.glob("*.yaml"))
+
+
+def _runs(preset_name: str) -> list[list[str]]:
+    """Every run of a preset as its list of overrides."""
+    preset = load_preset(preset_name)
+    common = [str(override) for override in preset.get("overrides", [])]
+    runs = []
+    for grid in preset.grids:
+        axes = [
+            [f"{key}={value}" for value in str(values).split(",")] for key, values in grid.items()
+        ]
+        runs += [common + list(choice) for choice in itertools.product(*axes)]
+    return runs
+
+
+def test_presets_include_the_issue_grids() -> None:
+    assert {"default", "imagenet_paper", "coco_retinanet_w4a4", "voc_deeplabv3_w4a4"} <= set(
+        PRESETS
+    )
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_run_of_every_preset_composes(preset: str) -> None:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for overrides in _runs(preset):
+            quoted = [quote_numeric_choice(override) for override in overrides]
+            cfg = compose("config", overrides=[*quoted, "dataset.root=/data"])
+            assert cfg.method.name in ("gdrq", "lsq", "pact", "minmax")
+
+
+def test_default_grid_is_gdrq_groupings_and_three_baselines() -> None:
+    runs = {tuple(sorted(run)) for run in _runs("default")}
+    assert len(runs) == 18
+    for bits in ("8", "4", "w2a4"):
+        for grouping in ("none", "g4", "per_channel"):
+            assert tuple(sorted([f"bits={bits}", f"grouping={grouping}", "method=gdrq"])) in runs
+        for method in ("lsq", "pact", "minmax"):
+            assert tuple(sorted([f"bits={bits}", f"method={method}"])) in runs
+
+
+def test_jobs_choose_joblib_and_split_the_threads() -> None:
+    [first, _] = grid_commands(load_preset("default"), ["seed=1"], jobs=2)
+    assert first[1] == "--multirun"
+    assert "hydra/launcher=joblib" in first and "hydra.launcher.n_jobs=2" in first
+    assert first[-1] == "seed=1"
+    [mine, _] = grid_commands(load_preset("default"), ["trainer.threads=4"], jobs=2)
+    assert [arg for arg in mine if arg.startswith("trainer.threads=")] == ["trainer.threads=4"]
+
+
+def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match=r"one of .*'default'"):
+        load_preset("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grids: []\n")
+    with pytest.raises(SweepError, match="non-empty list"):
+        load_preset(str(bad))
