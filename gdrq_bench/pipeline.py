@@ -240,6 +240,7 @@ def float_cache_key(cfg: DictConfig) -> str:
             trainer.batch_size,
             trainer.max_train_batches,
             trainer.grad_clip,
+            trainer.threads,  # the thread count changes CPU rounding, so the trained weights
         ],
         "seed": cfg.seed,
     }

@@ -49,9 +49,8 @@ def kurtosis_before_after(rows: pd.DataFrame) -> Figure:
     """Mean weight kurtosis of the layers before and after the reshape stage, one pair of bars
     per configuration that reshapes (kurtosis_after set)."""
     reshaped = best_rows(rows[rows.kurtosis_after.notna()])
-    labels = (
-        reshaped.model + " " + reshaped.method + " " + reshaped.bits + " g" + reshaped.groups
-    ).tolist()
+    groups = reshaped.groups.map(lambda count: f"g{count}" if count.isdigit() else count)
+    labels = (reshaped.model + " " + reshaped.method + " " + reshaped.bits + " " + groups).tolist()
     figure, (axis,) = _panels(1)
     figure.set_size_inches(max(5, 0.6 * len(labels) + 2), 4)
     positions = range(len(labels))
