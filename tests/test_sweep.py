@@ -68,3 +68,13 @@ def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
     bad.write_text("grids: []\n")
     with pytest.raises(SweepError, match="non-empty list"):
         load_preset(str(bad))
+
+
+def test_slurm_launcher_preset_runs_one_task_per_gpu() -> None:
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node) == (4, 4)
+    assert launcher.max_num_timeout > 0  # requeued jobs resume with trainer.resume=true
