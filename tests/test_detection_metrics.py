@@ -279,3 +279,59 @@ def test_coco_from_files_and_quiet(tmp_path, capsys) -> None:
     # The caller's prediction dicts are not mutated by loadRes.
     coco_bbox_stats(_coco_gt(), preds)
     assert set(preds[0]) == {"image_id", "category_id", "bbox", "score"}
+
+
+def _generated_coco(seed: int) -> tuple[dict, list[dict]]:
+    """Ground truth of 60 images (boxes of every COCO area range, some crowd, some images
+    empty, category ids 3, 7, 12) and noisy detections with false positives."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": i, "width": 640, "height": 480} for i in range(1, 61)]
+    annotations, detections = [], []
+    for image in images:
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = rng.uniform(4, 250, 2)
+            x, y = rng.uniform(0, 380), rng.uniform(0, 220)
+            category = int(rng.choice([3, 7, 12]))
+            box = [float(x), float(y), float(w), float(h)]
+            crowd = int(rng.random() < 0.05)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": category,
+                    "bbox": box,
+                    "area": float(w * h),
+                    "iscrowd": crowd,
+                }
+            )
+            for _ in range(3):
+                noisy = [box[0] + rng.normal(0, 6), box[1] + rng.normal(0, 6), w * 1.1, h * 0.9]
+                detections.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": category if rng.random() < 0.8 else 7,
+                        "bbox": [float(v) for v in noisy],
+                        "score": float(rng.random()),
+                    }
+                )
+    categories = [{"id": c, "name": f"c{c}"} for c in (3, 7, 12)]
+    return {"images": images, "categories": categories, "annotations": annotations}, detections
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_coco_stats_equal_pycocotools_on_a_generated_set(subset: bool) -> None:
+    dataset, detections = _generated_coco(seed=5)
+    image_ids = list(range(1, 61, 2)) if subset else None
+    gt = COCO()
+    gt.dataset = copy.deepcopy(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(copy.deepcopy(detections)), iouType="bbox")
+        if subset:
+            ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    expected = {name: float(v) * 100.0 for name, v in zip(STAT_NAMES, ev.stats)}
+    assert coco_bbox_stats(gt, detections, image_ids) == expected  # exactly, every stat
+    assert 0.0 < expected["bbox_ap"] < 100.0

@@ -1,4 +1,9 @@
-"""COCO box metrics through pycocotools' COCOeval, quiet and safe on empty predictions."""
+"""COCO box metrics, quiet and safe on empty predictions.
+
+faster-coco-eval's COCOeval_faster computes pycocotools' COCOeval in C++: the same 12 stats to
+the last bit (tested against pycocotools) in 0.15 of its time on 2000 generated images
+(`python bench/eval_cost.py`), which matters on COCO's 5000 validation images.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from faster_coco_eval import COCO, COCOeval_faster
 
 __all__ = ["STAT_NAMES", "coco_bbox_stats"]
 
@@ -30,11 +34,13 @@ STAT_NAMES: tuple[str, ...] = (
 )
 
 
-def _load_gt(ground_truth: COCO | str | Path) -> COCO:
+def _load_gt(ground_truth: Any) -> COCO:
+    """A faster-coco-eval COCO from a file, or from any COCO object (pycocotools' too)."""
     if isinstance(ground_truth, COCO):
         return ground_truth
+    source = ground_truth.dataset if hasattr(ground_truth, "dataset") else str(ground_truth)
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(ground_truth))
+        return COCO(source)
 
 
 def _load_predictions(predictions: list[dict[str, Any]] | str | Path) -> list[dict[str, Any]]:
@@ -48,18 +54,20 @@ def _load_predictions(predictions: list[dict[str, Any]] | str | Path) -> list[di
 
 
 def coco_bbox_stats(
-    ground_truth: COCO | str | Path,
+    ground_truth: Any,
     predictions: list[dict[str, Any]] | str | Path,
     image_ids: list[int] | None = None,
 ) -> dict[str, float]:
     """The 12 standard COCO bbox stats in percent, keyed by :data:`STAT_NAMES`.
 
+    ``ground_truth`` is a COCO annotation file or a COCO object (pycocotools' or
+    faster-coco-eval's).
     ``predictions`` are COCO results ``{"image_id", "category_id", "bbox": [x, y, w, h],
-    "score"}`` (a list or a JSON file). An empty list gives all zeros (pycocotools' ``loadRes``
-    fails on it). Otherwise values are ``COCOeval.stats * 100`` unchanged, so a stat pycocotools
+    "score"}`` (a list or a JSON file). An empty list gives all zeros (``loadRes``
+    fails on it). Otherwise values are ``COCOeval.stats * 100`` unchanged, so a stat COCOeval
     cannot define (no ground truth in that area range) stays at its -1 sentinel, i.e. -100.
     ``image_ids`` restricts the evaluation to those images (default: every image of the ground
-    truth). pycocotools' printing is silenced.
+    truth). The evaluator's printing is silenced.
     """
     coco_gt = _load_gt(ground_truth)
     preds = _load_predictions(predictions)
@@ -67,7 +75,7 @@ def coco_bbox_stats(
         return dict.fromkeys(STAT_NAMES, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(preds)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(image_ids)
         evaluator.evaluate()
