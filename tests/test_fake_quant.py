@@ -106,3 +106,38 @@ def test_bad_bits_raise_naming_the_argument(bits):
 @pytest.mark.parametrize("bits", [*BITS, 32])
 def test_valid_bits_pass(bits):
     assert check_bits(bits) == bits
+
+
+def _straight_through_graph(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed: bool):
+    """The estimator written as plain autograd ops: clamp, round with an identity gradient."""
+    lo, hi = level_range(bits, signed)
+    step = alpha.clamp_min(1e-12) / hi
+    clamped = torch.clamp(x / step, lo, hi)
+    return (clamped + (torch.round(clamped) - clamped).detach()) * step
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("signed", [True, False])
+def test_fixed_clip_path_matches_the_autograd_graph_bit_for_bit(dtype, bits, per_channel, signed):
+    """Values and gradients, including inputs exactly on the clip ends (clamp gives them no
+    gradient) and on zero."""
+    generator = torch.Generator().manual_seed(bits)
+    lo, hi = level_range(bits, signed)
+    # steps that are powers of two, so lo * step and hi * step divide back to lo and hi exactly
+    steps = torch.tensor([0.25, 0.5], dtype=dtype)
+    step = steps[torch.arange(16) % 2].reshape(-1, 1, 1) if per_channel else steps[0]
+    alpha = step * hi
+    x = 0.6 * hi * step * torch.randn(16, 9, 5, generator=generator, dtype=dtype)
+    x[:, 0, 0], x[:, 0, 1], x[:, 0, 2] = (lo * step).flatten(), alpha.flatten(), 0.0
+    x.requires_grad_()
+    upstream = torch.randn(16, 9, 5, generator=generator, dtype=dtype)
+    fused = fake_quantize(x, bits, alpha, signed=signed)
+    graph = _straight_through_graph(x, bits, alpha, signed)
+    assert torch.equal(fused, graph)
+    (fused_grad,) = torch.autograd.grad(fused, x, upstream)
+    (graph_grad,) = torch.autograd.grad(graph, x, upstream)
+    assert torch.equal(fused_grad, graph_grad)
+    assert not fused_grad[:, 0, :2].any()  # the clip ends
+    assert 0 < int((fused_grad == 0).sum()) < x.numel()
