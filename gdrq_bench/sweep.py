@@ -42,7 +42,8 @@ def load_preset(name: str, directory: Path = SWEEP_DIR) -> DictConfig:
 def grid_commands(preset: DictConfig, extra: list[str], jobs: int | None) -> list[list[str]]:
     """One gdrq-run --multirun command line per grid of the preset."""
     launcher = []
-    if jobs and jobs > 1:
+    chosen = any(override.startswith("hydra/launcher=") for override in extra)
+    if jobs and jobs > 1 and not chosen:  # a launcher named by the user (Slurm) wins
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         if not any(override.startswith("trainer.threads=") for override in extra):
             # N processes share the cores: a torch thread pool of cores / N each

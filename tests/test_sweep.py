@@ -59,6 +59,8 @@ def test_jobs_choose_joblib_and_split_the_threads() -> None:
     assert first[-1] == "seed=1"
     [mine, _] = grid_commands(load_preset("default"), ["trainer.threads=4"], jobs=2)
     assert [arg for arg in mine if arg.startswith("trainer.threads=")] == ["trainer.threads=4"]
+    [slurm, _] = grid_commands(load_preset("default"), ["hydra/launcher=slurm"], jobs=2)
+    assert [arg for arg in slurm if arg.startswith("hydra")] == ["hydra/launcher=slurm"]
 
 
 def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
