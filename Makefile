@@ -7,7 +7,7 @@ SWEEP ?= default
 JOBS ?=
 BOARD_ARGS ?=
 
-.PHONY: install run sweep board test lint clean
+.PHONY: install run sweep board bench test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# The bench extra (Brevitas) on top of the dev install.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $@
 
 run: install
 	$(BIN)/gdrq-run $(ARGS)
@@ -28,6 +33,12 @@ sweep: install
 
 board: install
 	$(BIN)/gdrq-board $(BOARD_ARGS)
+
+# Accuracy (every method and Brevitas), cost and evaluation benchmarks -> bench/RESULTS.md;
+# BENCH_ARGS="--steps cost" reruns some steps. About an hour on 2 CPU cores.
+BENCH_ARGS ?=
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/make_results.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check gdrq_bench tests bench

@@ -1,19 +1,26 @@
-"""What GDRQ costs on CPU: a training step of the fake-quantized model against the float one,
-inference of the folded model against the float one, and folded inference with 4 groups and
-per channel against folded per-tensor inference: the paper's zero-cost claim (torchvision
-resnet18, 10 classes).
+"""What GDRQ costs to train and to run, against float and against Brevitas, as ratios.
 
-    python bench/step_cost.py [--batch 8] [--size 64] [--warmup 5] [--repeats 15] [--threads 2]
+    python bench/step_cost.py [--models resnet18,resnet50] [--sizes 64,224] [--batches 8,32]
+                              [--device cpu|cuda] [--threads 2] [--budget 20]
 
-The two sides of each comparison are timed alternately in one process, so a change in machine
-load hits both; the table gives medians and means in milliseconds and the ratio of medians.
+For each model (torchvision, 10 classes), input size and batch: a training step (forward,
+cross-entropy backward, SGD step) of the float model, of GDRQ's fake-quantized model
+(W4A4, 4 groups) and of Brevitas' QAT model (bench/brevitas_models.py, W4A4, per-channel
+weight scales), timed in turn; then inference of the float model and of GDRQ's folded models
+with 1 group (per tensor), 4 groups and one group per channel, timed in turn. Timing the
+variants in turn inside one process lets a change in machine load hit all of them. Each case
+gets 2 warm-up rounds, then as many timed rounds as fit in --budget seconds (5 to 30); the
+table gives the median round of the baseline in ms and the ratios of medians. Brevitas is
+left out, with a note, if it is not installed (pip install -e '.[bench]').
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -25,6 +32,9 @@ from torchvision import models
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model
 
 Step = Callable[[], object]
+WARMUP = 2
+MIN_REPEATS, MAX_REPEATS = 5, 30
+HAS_BREVITAS = importlib.util.find_spec("brevitas") is not None
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Step:
@@ -62,88 +72,144 @@ def folded_copy(
     return fold_model(quantized.eval())
 
 
-def time_alternately(
-    first: Step, second: Step, warmup: int, repeats: int
-) -> tuple[list[float], list[float]]:
-    """Milliseconds of each timed call of `first` and `second`, called in turn."""
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
+def time_in_turn(steps: list[Step], budget_s: float, device: torch.device) -> list[list[float]]:
+    """Milliseconds of each timed call of each step, the steps called in turn."""
+
+    def timed(step: Step) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return 1000 * (time.perf_counter() - start)
+
+    round_ms = 0.0
+    for _ in range(WARMUP):
+        round_ms = sum(timed(step) for step in steps)
+    repeats = max(MIN_REPEATS, min(MAX_REPEATS, int(1000 * budget_s / max(round_ms, 1e-3))))
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        for step, record in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            step()
-            record.append(1000 * (time.perf_counter() - start))
+        for step, record in zip(steps, times):
+            record.append(timed(step))
     return times
 
 
-def table(rows: list[tuple[str, list[float], str, list[float]]]) -> str:
-    """Markdown: per comparison, a row for the baseline and one for the variant."""
-    lines = ["| case | median (ms) | mean (ms) | median / first median |", "|---|---:|---:|---:|"]
-    for baseline_name, baseline, variant_name, variant in rows:
-        base = statistics.median(baseline)
-        for name, times in ((baseline_name, baseline), (variant_name, variant)):
-            median, mean = statistics.median(times), statistics.fmean(times)
-            lines.append(f"| {name} | {median:.1f} | {mean:.1f} | {median / base:.2f} |")
+@dataclasses.dataclass
+class CaseResult:
+    name: str
+    train_ms: float  # float training step, median
+    train_ratios: dict[str, float]  # variant -> median / float median
+    infer_ms: float  # float inference, median
+    infer_ratios: dict[str, float]
+    repeats: tuple[int, int]
+
+
+def ratios(times: list[list[float]], names: list[str], base: int = 0) -> dict[str, float]:
+    medians = [statistics.median(t) for t in times]
+    return {name: medians[i] / medians[base] for i, name in enumerate(names) if i != base}
+
+
+def measure(
+    model_name: str, size: int, batch: int, device: torch.device, budget_s: float
+) -> CaseResult:
+    torch.manual_seed(0)
+    images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    float_model = getattr(models, model_name)(num_classes=10).to(device)
+    spec = QuantSpec()
+    trainees = {"float": float_model, "GDRQ": quantize_model(float_model, spec)}
+    if HAS_BREVITAS:
+        from brevitas_models import brevitas_copy, calibrate
+
+        trainees["Brevitas"] = brevitas_copy(float_model, spec.w_bits, spec.a_bits)
+        calibrate(trainees["Brevitas"], [images])  # past the statistics phase: the QAT steady state
+    train_times = time_in_turn(
+        [train_step(m, images, labels) for m in trainees.values()], budget_s, device
+    )
+    folded = {
+        f"folded {name}": folded_copy(float_model, spec, groups, images)
+        for name, groups in (("per tensor", 1), ("4 groups", 4), ("per channel", "per_channel"))
+    }
+    infer_names = ["float", *folded]
+    infer_times = time_in_turn(
+        [inference(m, images) for m in (float_model, *folded.values())], budget_s, device
+    )
+    infer_ratios = ratios(infer_times, infer_names)
+    infer_ratios.update(
+        {f"{n} / per tensor": r for n, r in ratios(infer_times, infer_names, base=1).items()}
+    )
+    return CaseResult(
+        name=f"{model_name} {size}x{size} b{batch}",
+        train_ms=statistics.median(train_times[0]),
+        train_ratios=ratios(train_times, list(trainees)),
+        infer_ms=statistics.median(infer_times[0]),
+        infer_ratios=infer_ratios,
+        repeats=(len(train_times[0]), len(infer_times[0])),
+    )
+
+
+def table(results: list[CaseResult]) -> str:
+    brevitas = "Brevitas" in results[0].train_ratios
+    header = [
+        "case",
+        "float train step (ms)",
+        "GDRQ / float",
+        *(["Brevitas / float"] if brevitas else []),
+        "float inference (ms)",
+        "folded GDRQ (4 groups) / float",
+        "folded 4 groups / folded per tensor",
+        "folded per channel / folded per tensor",
+        "timed rounds (train, inference)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for r in results:
+        cells = [
+            r.name,
+            f"{r.train_ms:.1f}",
+            f"{r.train_ratios['GDRQ']:.2f}",
+            *([f"{r.train_ratios['Brevitas']:.2f}"] if brevitas else []),
+            f"{r.infer_ms:.1f}",
+            f"{r.infer_ratios['folded 4 groups']:.2f}",
+            f"{r.infer_ratios['folded 4 groups / per tensor']:.2f}",
+            f"{r.infer_ratios['folded per channel / per tensor']:.2f}",
+            f"{r.repeats[0]}, {r.repeats[1]}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def describe(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"CPU, {threads} threads, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64, help="image height and width")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="resnet18,resnet50")
+    parser.add_argument("--sizes", default="64,224", help="image heights and widths")
+    parser.add_argument("--batches", default="8,32")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per case's rounds")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    images = torch.randn(args.batch, 3, args.size, args.size)
-    labels = torch.randint(0, 10, (args.batch,))
-    float_model = models.resnet18(num_classes=10)
-    spec = QuantSpec()
-    quant_model = quantize_model(float_model, spec)
-
-    float_train, quant_train = time_alternately(
-        train_step(float_model, images, labels),
-        train_step(quant_model, images, labels),
-        args.warmup,
-        args.repeats,
-    )
-    folded = fold_model(quant_model)
-    float_infer, folded_infer = time_alternately(
-        inference(float_model, images), inference(folded, images), args.warmup, args.repeats
-    )
-    per_tensor, *grouped = (
-        folded_copy(float_model, spec, groups, images) for groups in (1, 4, "per_channel")
-    )
-    group_rows = []
-    for name, model in zip(("4 groups", "per channel"), grouped):
-        base, variant = time_alternately(
-            inference(per_tensor, images), inference(model, images), args.warmup, args.repeats
-        )
-        group_rows.append(
-            ("inference, folded per-tensor", base, f"inference, folded {name}", variant)
-        )
-
+    device = torch.device(args.device)
+    results = []
+    for model_name in args.models.split(","):
+        for size in map(int, args.sizes.split(",")):
+            for batch in map(int, args.batches.split(",")):
+                results.append(measure(model_name, size, batch, device, args.budget))
+                print(f"measured {results[-1].name}", file=sys.stderr, flush=True)
     print(
-        f"resnet18, batch {args.batch}x3x{args.size}x{args.size}, {args.threads} threads, "
-        f"{args.warmup} warm-up + {args.repeats} timed calls each; quantized: "
-        f"{spec.method} W{spec.w_bits}A{spec.a_bits}, groups {spec.groups}, alpha {spec.alpha} "
-        f"(searched again every {spec.alpha_every} training steps, which the mean includes)\n"
+        f"\n{describe(device, args.threads)}; GDRQ: W4A4, 4 groups, alpha searched every 10 "
+        f"training steps (the median round rarely holds a search); Brevitas: "
+        + ("W4A4, per-channel weight scales" if HAS_BREVITAS else "not installed, left out")
+        + f"; {WARMUP} warm-up rounds, then timed rounds within {args.budget:g} s per case\n"
     )
-    print(
-        table(
-            [
-                ("training step, float", float_train, "training step, GDRQ", quant_train),
-                ("inference, float", float_infer, "inference, folded GDRQ", folded_infer),
-                *group_rows,
-            ]
-        )
-    )
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -152,6 +152,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
+    # seeds the float model (init and float training); defaults to `seed`. Setting it apart
+    # lets runs with several quantization seeds share one float model.
+    fp_seed: int = "${seed}"  # type: ignore[assignment]  # an interpolation until resolved
     results_dir: str = "results"
     cache_dir: str = "${oc.env:GDRQ_CACHE,'~/.cache/gdrq_bench'}"
     # per-epoch checkpoints of unfinished runs, one folder per config (removed when it finishes)

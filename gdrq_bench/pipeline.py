@@ -168,7 +168,7 @@ class Run:
             self.train_seconds += earlier_seconds
             log.info("%s: all %d epochs were done before (checkpoint)", stage, stage_cfg.epochs)
             return
-        seed_stage(self.cfg.seed, stage)
+        seed_stage(self.cfg.fp_seed if stage == "fp" else self.cfg.seed, stage)
         trainer = self.cfg.trainer
         start = time.perf_counter()
 
@@ -242,7 +242,7 @@ def float_cache_key(cfg: DictConfig) -> str:
             trainer.grad_clip,
             trainer.threads,  # the thread count changes CPU rounding, so the trained weights
         ],
-        "seed": cfg.seed,
+        "seed": cfg.fp_seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -329,15 +329,14 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def stage_report(
+def result_row(
     run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
 ) -> dict[str, Any]:
-    """Write the run's files, then append the results row and print the summary; returns the
-    row. The row goes last, so a run that fails on the way leaves none."""
+    """The results row of a finished run (results.COLUMNS, in order)."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
     scores = {name: round(run.metrics[name][metric], 4) for name in ("fp", "quant", "folded")}
     grouped = get_method(spec.method).grouped
-    row = {
+    return {
         "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_sha": provenance.git_sha(),
@@ -369,6 +368,14 @@ def stage_report(
         "run_dir": _display_path(run.run_dir),
         "fp_source": fp_source,
     }
+
+
+def stage_report(
+    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
+) -> dict[str, Any]:
+    """Write the run's files, then append the results row and print the summary; returns the
+    row. The row goes last, so a run that fails on the way leaves none."""
+    row = result_row(run, fp_source, stats, fold_err, command)
     (run.run_dir / "layer_stats.json").write_text(json.dumps(stats, indent=1))
     if "after" in stats:
         run.logger.log_weight_histogram(stats, run.run_dir)
@@ -377,7 +384,7 @@ def stage_report(
         for name, values in run.metrics.items()
     }
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    append_row(table_path(Path(cfg.results_dir), run.task.name), row)  # last: the commit
+    append_row(table_path(Path(run.cfg.results_dir), run.task.name), row)  # last: the commit
     log.info("summary\n%s", summary_table(row))
     return row
 
@@ -423,7 +430,7 @@ def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     task = build_task(cfg)
-    seed_stage(cfg.seed, "init")  # the float model's initial weights
+    seed_stage(cfg.fp_seed, "init")  # the float model's initial weights
     model = task.build_model()
     quantize_model(
         model, spec, task.quant_scope

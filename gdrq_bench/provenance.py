@@ -12,10 +12,12 @@ import torchvision
 
 from gdrq_bench import __version__
 
+RESULTS_PATHSPECS = (":!results", ":!bench/results", ":!bench/RESULTS*.md")
+
 
 @cache
 def git_sha() -> str:
-    """The checkout's commit, '-dirty' if it has uncommitted changes outside results/,
+    """The checkout's commit, '-dirty' if it has uncommitted changes outside the results,
     'unknown' outside git."""
     repo = Path(__file__).resolve().parent.parent
 
@@ -26,8 +28,8 @@ def git_sha() -> str:
 
     try:
         sha = git("rev-parse", "--short=12", "HEAD")
-        # results/ changes with every run: a table with new rows is not a code change
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+        # results tables change with every run: new rows are not a code change
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *RESULTS_PATHSPECS)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha

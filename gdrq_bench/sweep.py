@@ -39,6 +39,11 @@ def load_preset(name: str, directory: Path = SWEEP_DIR) -> DictConfig:
     return preset
 
 
+def threads_per_job(jobs: int) -> int:
+    """N local processes share the cores: a torch thread pool of cores / N each."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def grid_commands(preset: DictConfig, extra: list[str], jobs: int | None) -> list[list[str]]:
     """One gdrq-run --multirun command line per grid of the preset."""
     launcher = []
@@ -46,8 +51,7 @@ def grid_commands(preset: DictConfig, extra: list[str], jobs: int | None) -> lis
     if jobs and jobs > 1 and not chosen:  # a launcher named by the user (Slurm) wins
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         if not any(override.startswith("trainer.threads=") for override in extra):
-            # N processes share the cores: a torch thread pool of cores / N each
-            launcher.append(f"trainer.threads={max(1, (os.cpu_count() or 1) // jobs)}")
+            launcher.append(f"trainer.threads={threads_per_job(jobs)}")
     common = [str(override) for override in preset.get("overrides", [])]
     return [
         [GDRQ_RUN, "--multirun", *common, *(f"{k}={v}" for k, v in grid.items()), *launcher, *extra]

@@ -52,11 +52,16 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
 def test_second_run_reuses_the_cached_float_model(tmp_path: Path, cache_dir: Path) -> None:
     first = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=5", "bits=8")
     second = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=5", "bits=8")
-    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
+    other_seed = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=6", "fp_seed=5", "bits=8")
+    assert first.returncode == second.returncode == other_seed.returncode == 0, (
+        second.stderr[-2000:] + other_seed.stderr[-2000:]
+    )
     rows = read_rows(tmp_path)
-    assert [row["fp_source"] for row in rows] == ["trained", "cache"]
+    assert [row["fp_source"] for row in rows] == ["trained", "cache", "cache"]
     for metric in ("fp", "quant", "folded", "fold_err", "kurtosis_after"):
         assert rows[0][metric] == rows[1][metric], metric
+    # fp_seed keeps seed 5's float model while the quantization stages draw from seed 6
+    assert rows[2]["seed"] == "6" and rows[2]["fp"] == rows[0]["fp"]
 
 
 def test_missing_dataset_root_fails_with_one_line_and_no_row(

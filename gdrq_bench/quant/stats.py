@@ -29,13 +29,13 @@ def quantized_loss(x: Tensor, alpha: Tensor | float, bits: int, p: float = 2.0) 
 def optimal_quantized_loss(x: Tensor, bits: int, points: int = 64) -> tuple[float, float]:
     """(min QL_2 over the clip grid, the clip that reaches it), per tensor."""
     flat = x.detach().double().reshape(1, -1)
-    alpha = search_group_alpha(flat, torch.zeros(1, dtype=torch.long), 1, bits, points)[0]
+    alpha = search_group_alpha(flat, flat.new_zeros(1, dtype=torch.long), 1, bits, points)[0]
     return quantized_loss(flat, alpha, bits), float(alpha)
 
 
 def histogram(x: Tensor, bins: int = 100) -> tuple[Tensor, Tensor]:
-    """(counts, bin edges) over the range of x."""
-    x = x.detach().double().flatten()
+    """(counts, bin edges) over the range of x (on the CPU: torch.histogram has no CUDA kernel)."""
+    x = x.detach().double().flatten().cpu()
     return torch.histogram(x, bins=bins)
 
 

@@ -1,0 +1,96 @@
+"""Brevitas QAT through gdrq-run's own classification run: the bench's outside baseline.
+
+    python bench/brevitas_qat.py [gdrq-run overrides, e.g. bits=w2a4 seed=1 fp_seed=0]
+
+The overrides compose gdrq-run's config, so the run gets what a gdrq-run run of the same
+command gets: the same float model (gdrq-run's cache, keyed by fp_seed; trained here if
+missing), data, seeds, threads, QAT epochs and learning rate (trainer.qat) and first/last-layer
+policy. Then Brevitas replaces gdrq_bench's quantizers (bench/brevitas_models.py): a
+calibration pass over 8 training batches, the QAT stage, evaluation, and one row appended to
+results_dir/classification.csv with method `brevitas`. Brevitas keeps BatchNorm apart (its
+deployment folds it at export), so the row's `folded` and `fold_err` are empty and its `drop`
+is fp - quant; grouping, k_w and k_a do not apply and are left empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+
+import torch
+from brevitas_models import brevitas_copy, calibrate
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from gdrq_bench.checkpoint import RunCheckpoints, run_key
+from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.errors import ConfigError, GdrqError
+from gdrq_bench.pipeline import Run, build_spec, build_task, result_row, seed_stage, stage_fp
+from gdrq_bench.results import append_row, check_writable, table_path
+from gdrq_bench.run_logger import RunLogger
+
+CALIBRATION_BATCHES = 8
+log = logging.getLogger("brevitas_qat")
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[quote_numeric_choice(o) for o in overrides])
+
+
+def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, object]:
+    """Float model, Brevitas copy, calibration, QAT, evaluation; returns the appended row."""
+    if cfg.task.name != "classification":
+        raise ConfigError("task.name: the Brevitas baseline runs the classification task only")
+    spec = build_spec(cfg)  # validates bits; the method's own knobs are not used
+    check_writable(cfg.results_dir)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    task = build_task(cfg)
+    seed_stage(cfg.fp_seed, "init")
+    model = task.build_model()
+    checkpoints = RunCheckpoints(
+        Path(cfg.checkpoint_dir).expanduser() / f"brevitas-{run_key(cfg)}", resume=False
+    )
+    run = Run(cfg, spec, task, run_dir, RunLogger(), checkpoints, torch.device("cpu"))
+    model, fp_source = stage_fp(run, model)
+    run.evaluate(model, "fp")
+    qmodel = brevitas_copy(model, spec.w_bits, spec.a_bits)
+    seed_stage(cfg.seed, "calibrate")
+    calibrate(qmodel, [images for images, _ in islice(task.train_loader(), CALIBRATION_BATCHES)])
+    run.train(qmodel, "qat")
+    run.evaluate(qmodel, "quant")
+    run.metrics["folded"] = run.metrics["quant"]  # drop = fp - quant; folded shown empty below
+    row = result_row(run, fp_source, {}, None, command)
+    row.update(method="brevitas", groups="per_channel", group_strategy="", alpha_mode="")
+    row.update(k_w="", k_a="", folded="")
+    append_row(table_path(Path(cfg.results_dir), task.name), row)
+    checkpoints.finish()
+    log.info(
+        "brevitas W%dA%d: fp %.2f, quant %.2f", spec.w_bits, spec.a_bits, row["fp"], row["quant"]
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    overrides = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    command = shlex.join(["python", "bench/brevitas_qat.py", *overrides])
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    try:
+        cfg = compose_config(overrides)
+        run_dir = Path("outputs") / "brevitas" / stamp
+        run_dir.mkdir(parents=True, exist_ok=True)
+        brevitas_run(cfg, command, run_dir)
+    except (GdrqError, HydraException) as error:
+        print(f"brevitas_qat: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""`make bench`: run the benchmark steps and write bench/RESULTS.md from what they print.
+
+    python bench/make_results.py [--steps accuracy,cost,eval] [--jobs 2]
+
+Each step's commands run in turn; what the last command of a step prints (a Markdown table)
+is kept in bench/out/<step>.md with the commands and their wall time, and RESULTS.md is
+assembled from those files under a description of this machine. `--steps` reruns some steps
+and keeps the others' last output. The GPU table, bench/RESULTS_GPU.md, is written by
+bench/gpu.sh on a CUDA machine and only linked from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+from gdrq_bench.provenance import git_sha
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out"
+PY = "python"  # shown in RESULTS.md; run with this interpreter
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    about: str
+    commands: tuple[tuple[str, ...], ...]  # the last one prints the section's table
+
+
+def steps(jobs: int) -> list[Step]:
+    return [
+        Step(
+            "accuracy",
+            "Accuracy retention on the embedded digits task",
+            "ResNet-20 on the 8x8 scikit-learn digits upscaled to 32x32 (1437 training, 360 "
+            "validation images; one image is 0.28 points), the default trainer (float 10 "
+            "epochs, reshape 2 for methods with Scale-Clip, QAT 4), first and last layer at "
+            "8 bits for every method, one float model shared by all runs (`fp_seed=0`). "
+            "Brevitas: bench/brevitas_models.py, the same float model, epochs, learning rate "
+            "and first/last-layer policy.",
+            (
+                (PY, "bench/accuracy.py", "run", "--jobs", str(jobs)),
+                (PY, "bench/accuracy.py", "table"),
+            ),
+        ),
+        Step(
+            "cost",
+            "Training-step and inference cost on this CPU",
+            "Ratios of medians, all variants of a case timed in turn in one process.",
+            ((PY, "bench/step_cost.py"),),
+        ),
+        Step(
+            "eval",
+            "COCO evaluation cost",
+            "The detection task's COCO metrics (faster-coco-eval) against plain pycocotools.",
+            ((PY, "bench/eval_cost.py"),),
+        ),
+    ]
+
+
+def _package(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> str:
+    """One paragraph: processor, cores, memory, OS, accelerator, library versions, code."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+        cpu = names[0] if names else cpu
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    libraries = ", ".join(
+        f"{name} {_package(name)}" for name in ("torch", "torchvision", "brevitas", "pycocotools")
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {gpu}; {platform.platform()}; "
+        f"Python {platform.python_version()}, {libraries}, faster-coco-eval "
+        f"{_package('faster-coco-eval')}; code {git_sha()}."
+    )
+
+
+def run_step(step: Step) -> None:
+    """Run the step's commands (stderr and all but the last one's output pass through) and
+    write bench/out/<step>.md."""
+    started, sections = time.perf_counter(), []
+    for index, command in enumerate(step.commands):
+        last = index == len(step.commands) - 1
+        print(f"make_results: {shlex.join(command)}", file=sys.stderr, flush=True)
+        result = subprocess.run(
+            [sys.executable, *command[1:]], stdout=subprocess.PIPE if last else None, text=True
+        )
+        if result.returncode != 0:
+            sys.exit(f"make_results: error: `{shlex.join(command)}` failed")
+        if last:
+            sections.append(result.stdout.strip())
+    minutes = (time.perf_counter() - started) / 60
+    commands = "\n".join(shlex.join(command) for command in step.commands)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{step.name}.md").write_text(
+        f"## {step.title}\n\n{step.about}\n\n```\n{commands}\n```\n\n"
+        f"Ran {stamp}, {minutes:.1f} min wall, code {git_sha()}.\n\n" + "\n".join(sections) + "\n"
+    )
+
+
+def assemble(all_steps: list[Step]) -> str:
+    parts = [
+        "# gdrq_bench benchmarks",
+        "",
+        "Written by `make bench` (`python bench/make_results.py`); every table below is the "
+        "output of the command shown above it, and each accuracy figure is a row of "
+        "`bench/results/classification.csv` with the exact `gdrq-run` (or "
+        "`python bench/brevitas_qat.py`) command that made it.",
+        "",
+        f"Machine: {machine()}",
+        "",
+        "On CUDA: [RESULTS_GPU.md](RESULTS_GPU.md), written by `bash bench/gpu.sh`.",
+    ]
+    for step in all_steps:
+        output = OUT / f"{step.name}.md"
+        parts += [
+            "",
+            output.read_text().strip() if output.is_file() else f"## {step.title}\n\nNot run yet.",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", default="accuracy,cost,eval")
+    parser.add_argument("--jobs", type=int, default=2, help="accuracy runs at once")
+    args = parser.parse_args(argv)
+    all_steps = steps(args.jobs)
+    chosen = args.steps.split(",")
+    unknown = set(chosen) - {step.name for step in all_steps}
+    if unknown:
+        sys.exit(f"make_results: error: unknown steps {sorted(unknown)}")
+    os.chdir(BENCH.parent)  # the commands and results paths are relative to the repo root
+    for step in all_steps:
+        if step.name in chosen:
+            run_step(step)
+    (BENCH / "RESULTS.md").write_text(assemble(all_steps))
+    print(f"make_results: wrote {BENCH / 'RESULTS.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
