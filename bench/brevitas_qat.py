@@ -30,8 +30,17 @@ from omegaconf import DictConfig
 from gdrq_bench.checkpoint import RunCheckpoints, run_key
 from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.errors import ConfigError, GdrqError
-from gdrq_bench.pipeline import Run, build_spec, build_task, result_row, seed_stage, stage_fp
-from gdrq_bench.results import append_row, check_writable, table_path
+from gdrq_bench.output_dirs import check_output_dirs
+from gdrq_bench.pipeline import (
+    Run,
+    bad_sample_policy,
+    build_spec,
+    build_task,
+    result_row,
+    seed_stage,
+    stage_fp,
+)
+from gdrq_bench.results import append_row, table_path
 from gdrq_bench.run_logger import RunLogger
 
 CALIBRATION_BATCHES = 8
@@ -48,10 +57,10 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     if cfg.task.name != "classification":
         raise ConfigError("task.name: the Brevitas baseline runs the classification task only")
     spec = build_spec(cfg)  # validates bits; the method's own knobs are not used
-    check_writable(cfg.results_dir)
+    check_output_dirs(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    task = build_task(cfg)
+    task = build_task(cfg, bad_sample_policy(cfg, run_dir))
     seed_stage(cfg.fp_seed, "init")
     model = task.build_model()
     checkpoints = RunCheckpoints(

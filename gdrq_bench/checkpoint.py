@@ -30,6 +30,7 @@ NOT_IN_RUN_KEY = {
     "cache_dir": None,
     "checkpoint_dir": None,
     "logger": None,
+    "min_free_mb": None,
     "trainer": ("resume", "progress"),
 }
 
@@ -107,8 +108,12 @@ class RunCheckpoints:
         self.directory.mkdir(parents=True, exist_ok=True)
         file = self.path(stage)
         partial = file.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(state, partial)
-        os.replace(partial, file)
+        try:
+            torch.save(state, partial)
+            os.replace(partial, file)
+        except BaseException:  # Ctrl-C or a full disk mid-write: no half-written file left
+            partial.unlink(missing_ok=True)
+            raise
 
     def finish(self) -> None:
         """The run wrote its row: nothing is left to resume."""

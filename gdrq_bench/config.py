@@ -46,6 +46,7 @@ class DatasetConfig:
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 0
+    on_bad_sample: str = "fail"  # an image that cannot be decoded: fail (name it) or skip it
 
 
 @dataclass
@@ -159,6 +160,8 @@ class Config:
     cache_dir: str = "${oc.env:GDRQ_CACHE,'~/.cache/gdrq_bench'}"
     # per-epoch checkpoints of unfinished runs, one folder per config (removed when it finishes)
     checkpoint_dir: str = "${cache_dir}/checkpoints"
+    # each of results_dir, cache_dir and checkpoint_dir needs this much free space to start
+    min_free_mb: int = 200
 
 
 def register_configs() -> None:

@@ -91,6 +91,8 @@ def train_stage(
             leave=False,
         )
         for step, batch in enumerate(batches):
+            if batch is None:  # every sample of it was unreadable and skipped
+                continue
             loss = loss_fn(trained, batch)
             if not math.isfinite(loss.item()):
                 raise TrainingError(

@@ -29,8 +29,11 @@ from torch import nn
 
 from gdrq_bench import distributed, provenance
 from gdrq_bench.checkpoint import RunCheckpoints, run_key
+from gdrq_bench.data.bad_samples import POLICIES as BAD_SAMPLE_POLICIES
+from gdrq_bench.data.bad_samples import SKIP_LOG, BadSamplePolicy
 from gdrq_bench.engine import train_stage
-from gdrq_bench.errors import ConfigError, DataError
+from gdrq_bench.errors import ConfigError, DataError, check_choice
+from gdrq_bench.output_dirs import check_output_dirs
 from gdrq_bench.quant import (
     CLIP,
     FLOAT,
@@ -44,7 +47,7 @@ from gdrq_bench.quant import (
     set_mode,
     verify_fold,
 )
-from gdrq_bench.results import append_row, check_writable, table_path
+from gdrq_bench.results import append_row, table_path
 from gdrq_bench.run_logger import RunLogger, start_logger
 from gdrq_bench.tasks.base import Task
 
@@ -67,6 +70,7 @@ SPEC_KEYS = {
     "act_momentum": "method.act_momentum",
     "first_last_bits": "method.first_last_bits",
     "weight_grad": "method.weight_grad",
+    "skip": "method.skip",
 }
 
 
@@ -93,12 +97,17 @@ def build_spec(cfg: DictConfig) -> QuantSpec:
     try:
         return spec.validate()
     except ValueError as error:
-        message = str(error)
-        for field_name, key in SPEC_KEYS.items():
-            if message.startswith(f"{field_name}="):
-                message = key + message[len(field_name) :]
-                break
-        raise ConfigError(message) from None
+        raise spec_error(error) from None
+
+
+def spec_error(error: ValueError) -> ConfigError:
+    """The quant package's ValueError ("groups=9 ...") as a ConfigError naming the config key
+    ("grouping.groups=9 ...")."""
+    message = str(error)
+    for field_name, key in SPEC_KEYS.items():
+        if message.startswith(f"{field_name}="):
+            return ConfigError(key + message[len(field_name) :])
+    return ConfigError(message)
 
 
 TASK_NAMES = ("classification", "detection", "segmentation")
@@ -117,22 +126,30 @@ def _check_dataset_schema(cfg: DictConfig) -> None:
         )
 
 
-def build_task(cfg: DictConfig) -> Task:
+def bad_sample_policy(cfg: DictConfig, run_dir: Path) -> BadSamplePolicy:
+    """dataset.on_bad_sample; skipped files are recorded by rank 0 in the run directory."""
+    check_choice("dataset.on_bad_sample", cfg.dataset.on_bad_sample, BAD_SAMPLE_POLICIES)
+    log = run_dir / SKIP_LOG if distributed.env_rank() == 0 else None
+    return BadSamplePolicy(cfg.dataset.on_bad_sample, log)
+
+
+def build_task(cfg: DictConfig, bad_samples: BadSamplePolicy) -> Task:
     """The task named by task.name (imported here: each task pulls in its own libraries)."""
     if cfg.task.name not in TASK_NAMES:
         raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {list(TASK_NAMES)}")
     _check_dataset_schema(cfg)
+    common = (cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir, bad_samples)
     if cfg.task.name == "classification":
         from gdrq_bench.tasks.classification import ClassificationTask
 
-        return ClassificationTask(cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+        return ClassificationTask(*common)
     if cfg.task.name == "detection":
         from gdrq_bench.tasks.detection import DetectionTask
 
-        return DetectionTask(cfg.task, cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+        return DetectionTask(cfg.task, *common)
     from gdrq_bench.tasks.segmentation import SegmentationTask
 
-    return SegmentationTask(cfg.task, cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir)
+    return SegmentationTask(cfg.task, *common)
 
 
 LOGGED_METRICS = 4  # metrics per evaluation in the log; COCO has 12, VOC one per class
@@ -247,18 +264,35 @@ def float_cache_key(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _load_checkpoint(model: nn.Module, path: str) -> None:
+def _load_checkpoint(model: nn.Module, path: str, model_name: str) -> None:
+    """Float weights from a state_dict file (or a dict holding one under "model"); a file
+    that is missing, not a state_dict or of another architecture is named in one line."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"model.checkpoint={file} does not exist")
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises pickle's, zipfile's or its own errors
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = f"model.checkpoint={file} is not a PyTorch state_dict file: {reason}"
+        raise DataError(message) from None
     state = state.get("model", state) if isinstance(state, dict) else state
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ConfigError(
-            f"model.checkpoint={file} does not fit model.name={type(model).__name__}: "
-            f"missing keys {result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}"
-        )
+    if not isinstance(state, dict):
+        raise DataError(f"model.checkpoint={file} holds a {type(state).__name__}, not a state_dict")
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [
+        f"{key} {tuple(state[key].shape)} in the file, {tuple(value.shape)} in the model"
+        for key, value in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(value.shape)
+    ]
+    misfit = f"model.checkpoint={file} does not fit model.name={model_name}:"
+    if missing or unexpected:
+        raise ConfigError(f"{misfit} missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    if reshaped:
+        raise ConfigError(f"{misfit} other shapes: {'; '.join(reshaped[:3])}")
+    model.load_state_dict(state)
 
 
 def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
@@ -266,7 +300,7 @@ def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     pretrained, cache or trained here (from pretrained weights where they cover only a part)."""
     cfg = run.cfg
     if cfg.model.checkpoint:
-        _load_checkpoint(model, cfg.model.checkpoint)
+        _load_checkpoint(model, cfg.model.checkpoint, cfg.model.name)
         return model, "checkpoint"
     if cfg.model.pretrained and run.task.pretrained_complete:
         return model, "pretrained"
@@ -308,6 +342,7 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
     batches = [
         run.task.model_inputs(batch)
         for batch in islice(run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
+        if batch is not None
     ]
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
@@ -367,6 +402,7 @@ def result_row(
         "versions": provenance.versions(),
         "run_dir": _display_path(run.run_dir),
         "fp_source": fp_source,
+        "skipped_samples": run.task.bad_samples.skipped(),
     }
 
 
@@ -426,15 +462,17 @@ def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any]
     spec = build_spec(cfg)
     if cfg.model.pretrained and cfg.model.checkpoint:
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
-    check_writable(cfg.results_dir)
+    check_output_dirs(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    task = build_task(cfg)
+    bad_samples = bad_sample_policy(cfg, run_dir)
+    task = build_task(cfg, bad_samples)
     seed_stage(cfg.fp_seed, "init")  # the float model's initial weights
     model = task.build_model()
-    quantize_model(
-        model, spec, task.quant_scope
-    )  # layer-level checks (groups per layer) before any training
+    try:  # the checks that need the model's layers (groups per layer), before any training
+        quantize_model(model, spec, task.quant_scope)
+    except ValueError as error:
+        raise spec_error(error) from None
     distributed.start()
     try:
         return _run_stages(cfg, spec, task, model, command, run_dir)

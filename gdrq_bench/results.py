@@ -46,23 +46,12 @@ COLUMNS = [
     "versions",
     "run_dir",
     "fp_source",
+    "skipped_samples",
 ]
 
 
 def table_path(results_dir: str | Path, task: str) -> Path:
     return Path(results_dir) / f"{task}.csv"
-
-
-def check_writable(results_dir: str | Path) -> None:
-    """Fail before any training if the results directory cannot take a row."""
-    directory = Path(results_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"results_dir={directory} is not writable: {error.strerror}") from None
 
 
 def _encode(values: list[object]) -> str:
@@ -71,10 +60,23 @@ def _encode(values: list[object]) -> str:
     return buffer.getvalue()
 
 
+def _add_new_columns(path: Path) -> None:
+    """Rewrite a table of an earlier version (its columns a prefix of COLUMNS) with the
+    columns added since, empty in its rows; atomically, under the caller's lock."""
+    with path.open(newline="") as table:
+        rows = list(csv.reader(table))
+    width = len(COLUMNS)
+    text = "".join(_encode(row + [""] * (width - len(row))) for row in [COLUMNS, *rows[1:]])
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def append_row(path: Path, row: Mapping[str, object]) -> None:
     """Append one row under a file lock, as one write, with the header if the file is new.
 
-    A table whose header differs from COLUMNS is refused rather than mixed.
+    A table of an earlier version gets the columns added since (empty in its old rows); one
+    whose header differs otherwise is refused rather than mixed.
     """
     missing = [column for column in COLUMNS if column not in row]
     if missing:
@@ -85,10 +87,12 @@ def append_row(path: Path, row: Mapping[str, object]) -> None:
         if path.exists() and path.stat().st_size > 0:
             with path.open(newline="") as table:
                 header = next(csv.reader(table), [])
-            if header != COLUMNS:
+            if header != COLUMNS[: len(header)]:
                 raise ConfigError(
                     f"{path} has other columns than this version writes; move it away"
                 )
+            if len(header) < len(COLUMNS):
+                _add_new_columns(path)
         else:
             text = _encode(list(COLUMNS)) + text
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

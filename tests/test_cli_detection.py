@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from gdrq_bench.config import register_configs
-from gdrq_bench.data.shapes import SHAPE_CATEGORY_IDS, coco_paths, prepare_shapes
+from gdrq_bench.data.shapes import (
+    SHAPE_CATEGORY_IDS,
+    SHAPE_CLASSES,
+    coco_paths,
+    prepare_shapes,
+    voc_root,
+)
 from gdrq_bench.results import COLUMNS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -112,7 +119,9 @@ def _coco_copy(tmp_path: Path, cache_dir: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("fault", ["malformed_annotations", "missing_image", "missing_root"])
+@pytest.mark.parametrize(
+    "fault", ["malformed_annotations", "missing_key", "missing_image", "missing_root"]
+)
 def test_bad_coco_data_fails_with_one_line_naming_the_file(
     tmp_path: Path, cache_dir: Path, fault: str
 ) -> None:
@@ -121,6 +130,11 @@ def test_bad_coco_data_fails_with_one_line_naming_the_file(
     if fault == "malformed_annotations":
         annotation_file.write_text(annotation_file.read_text()[:-20])
         named = annotation_file
+    elif fault == "missing_key":
+        data = json.loads(annotation_file.read_text())
+        del data["categories"]
+        annotation_file.write_text(json.dumps(data))
+        named = f'{annotation_file} is not a COCO annotation file: no "categories" list'
     elif fault == "missing_image":
         named = min((root / "val").iterdir())
         named.unlink()
@@ -138,6 +152,75 @@ def test_bad_coco_data_fails_with_one_line_naming_the_file(
         "dataset.val_split=val",
     )
     assert_failed_cleanly(result, tmp_path, "detection", str(named))
+
+
+@pytest.mark.parametrize("field", ["bndbox/xmin", "size/width"])
+def test_voc_annotation_missing_a_field_names_file_and_field(
+    tmp_path: Path, cache_dir: Path, field: str
+) -> None:
+    devkit = tmp_path / "VOCdevkit"
+    shutil.copytree(voc_root(prepare_shapes(cache_dir / "shapes", 64)), devkit)
+    voc = devkit / "VOC2007"
+    stem = (voc / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    xml = voc / "Annotations" / f"{stem}.xml"
+    tag = field.split("/")[1]
+    xml.write_text(re.sub(rf"<{tag}>[^<]*</{tag}>", "", xml.read_text(), count=1))
+    result = gdrq_run(
+        tmp_path,
+        cache_dir,
+        *SMALL,
+        "model=resnet18",
+        "dataset=voc",
+        f"dataset.root={devkit}",
+        "dataset.train_split=val",
+        "dataset.val_split=val",
+        f"dataset.classes=[{','.join(SHAPE_CLASSES)}]",
+        "dataset.num_workers=0",
+    )
+    assert_failed_cleanly(result, tmp_path, "detection", f"{xml}: <{field}> is missing")
+
+
+@pytest.mark.slow
+def test_truncated_image_is_skipped_and_counted(tmp_path: Path, cache_dir: Path) -> None:
+    root = _coco_copy(tmp_path, cache_dir)
+    image = min((root / "val").iterdir())
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 3])
+    coco = (
+        "task.detector=ssdlite",  # the cheapest detector: this test is about the data
+        "model=mobilenet_v3_large",
+        "dataset=coco",
+        f"dataset.root={root}",
+        "dataset.train_split=val",
+        "dataset.val_split=val",
+        "dataset.num_workers=0",
+    )
+    failed = gdrq_run(tmp_path, cache_dir, *SMALL, *coco)
+    assert_failed_cleanly(failed, tmp_path, "detection", str(image))
+    result = gdrq_run(tmp_path, cache_dir, *SMALL, *coco, "dataset.on_bad_sample=skip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = read_rows(tmp_path, "detection")
+    assert row["skipped_samples"] == "1"
+
+
+@pytest.mark.slow
+def test_same_seed_twice_gives_the_same_row(tmp_path: Path) -> None:
+    """Two runs of one command, each training its own float model: identical metrics."""
+    rows = []
+    for attempt in ("a", "b"):
+        result = gdrq_run(
+            tmp_path / attempt,
+            tmp_path / f"cache-{attempt}",
+            *SMALL,
+            "task.detector=ssdlite",
+            "model=mobilenet_v3_large",
+            "seed=4",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows += read_rows(tmp_path / attempt, "detection")
+    for metric in ("fp", "quant", "folded", "fold_err", "kurtosis_after", "ql_after"):
+        assert rows[0][metric] == rows[1][metric], metric
+    metrics = [json.loads((Path(row["run_dir"]) / "metrics.json").read_text()) for row in rows]
+    assert metrics[0] == metrics[1]
 
 
 @pytest.mark.parametrize(

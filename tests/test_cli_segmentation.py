@@ -74,6 +74,43 @@ def _voc_copy(tmp_path: Path, cache_dir: Path) -> Path:
     return root
 
 
+VOC_SHAPES = (
+    "dataset=voc_seg",
+    "dataset.years=[2007]",
+    "dataset.classes=[background,circle,square,triangle]",
+    "dataset.crop_size=null",
+)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_unreadable_images_fail_or_are_skipped_and_counted(
+    tmp_path: Path, cache_dir: Path, policy: str
+) -> None:
+    root = _voc_copy(tmp_path, cache_dir)
+    voc = root / "VOC2007"
+    images = []
+    for split in ("train", "val"):
+        stem = (voc / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()[0]
+        images.append(voc / "JPEGImages" / f"{stem}.jpg")
+    images[0].write_bytes(b"no pixels here")  # found when the set is listed
+    images[1].write_bytes(images[1].read_bytes()[:200])  # found when its pixels are decoded
+    overrides = (
+        *SMALL,
+        *VOC_SHAPES,
+        "task.head=lraspp",  # the cheapest segmenter: this test is about the data
+        "model=mobilenet_v3_large",
+        f"dataset.root={root}",
+        f"dataset.on_bad_sample={policy}",
+    )
+    result = gdrq_run(tmp_path, cache_dir, *overrides)
+    if policy == "fail":
+        assert_failed_cleanly(result, tmp_path, "segmentation", str(images[0]))
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = read_rows(tmp_path, "segmentation")
+    assert row["skipped_samples"] == "2"
+
+
 @pytest.mark.parametrize("fault", ["mask_size", "palette_index"])
 def test_bad_mask_fails_with_one_line_naming_the_file(
     tmp_path: Path, cache_dir: Path, fault: str

@@ -14,6 +14,7 @@ from torch import nn
 
 from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
 from gdrq_bench.data import digits as digits_module
+from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.digits import MARKER, prepare_digits
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError, DataError
@@ -48,7 +49,8 @@ def make_task(root: Path, name: str = "digits", **dataset: object) -> Classifica
     config = ClassificationDatasetConfig(
         name=name, root=str(root), image_size=SIZE, resize=SIZE, **dataset
     )
-    return ClassificationTask(config, ModelConfig(), TrainerConfig(batch_size=32), "unused")
+    trainer = TrainerConfig(batch_size=32)
+    return ClassificationTask(config, ModelConfig(), trainer, "unused", BadSamplePolicy())
 
 
 def test_digits_tree_is_complete_and_stratified(digits_tree: Path) -> None:

@@ -79,8 +79,13 @@ def test_prediction_layers_and_the_stem_run_at_8_bits() -> None:
 
 
 def test_narrow_rpn_objectness_gets_one_group_per_filter() -> None:
-    qmodel = quantize_model(_detector("faster_rcnn", "resnet18"), W4A4)
+    """A prediction layer with fewer filters than groups (3 anchors) takes one group per
+    filter; the same layer outside the task's prediction layers would be refused."""
+    model = _detector("faster_rcnn", "resnet18")
+    qmodel = quantize_model(model, W4A4, LAYOUTS["faster_rcnn"].scope("all"))
     assert qmodel.rpn.head.cls_logits.weight_quantizer.groups == 3
+    with pytest.raises(ValueError, match=r"filters of layer rpn\.head\.cls_logits"):
+        quantize_model(model, W4A4)
 
 
 @pytest.mark.parametrize(

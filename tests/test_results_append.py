@@ -6,6 +6,9 @@ import csv
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
+from gdrq_bench.errors import ConfigError
 from gdrq_bench.results import COLUMNS, append_row
 
 PROCESSES, ROWS_EACH = 6, 20
@@ -43,3 +46,24 @@ def test_parallel_appends_give_every_row_once_and_intact(tmp_path: Path) -> None
         assert values[-1] == f"{COLUMNS[-1]}-{writer}-{number}"
         seen.add((int(writer), int(number)))
     assert seen == expected
+
+
+def test_a_table_of_an_earlier_version_gets_the_new_columns(tmp_path: Path) -> None:
+    table = tmp_path / "classification.csv"
+    old_columns = COLUMNS[:-1]
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([old_columns, [f"old-{c}" for c in old_columns]])
+    append_row(table, {column: f"new-{column}" for column in COLUMNS})
+    with table.open(newline="") as handle:
+        header, old, new = csv.reader(handle)
+    assert header == COLUMNS
+    assert old == [f"old-{c}" for c in old_columns] + [""]
+    assert new == [f"new-{c}" for c in COLUMNS]
+
+
+def test_a_table_with_other_columns_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "classification.csv"
+    table.write_text("run_id,top1\n1,99\n")
+    with pytest.raises(ConfigError, match="other columns"):
+        append_row(table, {column: "x" for column in COLUMNS})
+    assert table.read_text() == "run_id,top1\n1,99\n"

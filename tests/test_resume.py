@@ -1,5 +1,5 @@
-"""A run killed with SIGKILL in its qat stage and started again with trainer.resume=true writes
-the row an uninterrupted run writes."""
+"""A run killed with SIGKILL, or stopped with Ctrl-C (SIGINT), in its qat stage and started
+again with trainer.resume=true writes the row an uninterrupted run writes."""
 
 from __future__ import annotations
 
@@ -22,31 +22,52 @@ STAGES = (
 )
 
 
-def _kill_after_first_qat_epoch(workdir: Path, cache_dir: Path) -> int:
+def _stop_after_first_qat_epoch(
+    workdir: Path, cache_dir: Path, stop: signal.Signals
+) -> subprocess.CompletedProcess:
     process = subprocess.Popen(
         gdrq_command(workdir, *STAGES),
         env=gdrq_env(cache_dir),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     checkpoints = cache_dir / "checkpoints"
     deadline = time.monotonic() + 240
     while not list(checkpoints.glob("*/qat.pt")) and process.poll() is None:
         assert time.monotonic() < deadline, "no qat checkpoint appeared"
         time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    return process.wait()
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(its work directory, the cache holding its float model) of a run left alone."""
+    workdir = tmp_path_factory.mktemp("whole")
+    cache_dir = workdir / "cache"
+    whole = gdrq_run(workdir, cache_dir, *STAGES)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert not any((cache_dir / "checkpoints").glob("*/*.pt")), "a finished run keeps none"
+    return workdir, cache_dir
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_row(tmp_path: Path) -> None:
-    cache_dir = tmp_path / "cache"
-    whole = gdrq_run(tmp_path / "whole", cache_dir, *STAGES)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    assert not any((cache_dir / "checkpoints").glob("*/*.pt")), "a finished run keeps none"
-
-    assert _kill_after_first_qat_epoch(tmp_path / "killed", cache_dir) == -signal.SIGKILL
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_stopped_run_resumes_to_the_uninterrupted_row(
+    tmp_path: Path, uninterrupted: tuple[Path, Path], stop: signal.Signals
+) -> None:
+    whole, cache_dir = uninterrupted
+    stopped = _stop_after_first_qat_epoch(tmp_path / "killed", cache_dir, stop)
+    if stop == signal.SIGKILL:
+        assert stopped.returncode == -signal.SIGKILL
+    else:  # one line that says how to go on, and the interrupted exit status
+        assert stopped.returncode == 130, stopped.stderr[-2000:]
+        lines = [line for line in stopped.stderr.splitlines() if "gdrq-run: error:" in line]
+        assert len(lines) == 1 and "trainer.resume=true" in lines[0]
     assert read_rows(tmp_path / "killed") == []
+    assert not list((cache_dir / "checkpoints").glob("*/*.tmp")), "no half-written checkpoint"
     saved = sorted(path.name for path in (cache_dir / "checkpoints").glob("*/*.pt"))
     assert saved == ["qat.pt", "reshape.pt"]  # the float model came from the cache
 
@@ -55,7 +76,7 @@ def test_killed_run_resumes_to_the_uninterrupted_row(tmp_path: Path) -> None:
     log = resumed.stdout + resumed.stderr
     assert "reshape: all 2 epochs were done before" in log
     assert "qat: resumed after epoch 1/4" in log
-    [expected], [row] = read_rows(tmp_path / "whole"), read_rows(tmp_path / "killed")
+    [expected], [row] = read_rows(whole), read_rows(tmp_path / "killed")
     for column in ("fp", "quant", "folded", "fold_err", "kurtosis_after", "ql_after"):
         assert row[column] == expected[column], column
     metrics = [

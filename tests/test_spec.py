@@ -63,9 +63,15 @@ def test_quantize_model_validates_the_spec():
         quantize_model(_narrow_model(), QuantSpec(w_bits=1))
 
 
-def test_more_groups_than_channels_gives_one_group_per_filter():
-    qmodel = quantize_model(_narrow_model(), QuantSpec(groups=4, first_last_bits="same"))
-    assert qmodel.narrow.weight_quantizer.groups == 3
+def test_more_groups_than_a_middle_layers_filters_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"^groups=4 is more than the 3 filters of layer narrow"):
+        quantize_model(_narrow_model(), QuantSpec(groups=4, first_last_bits="same"))
+
+
+def test_a_prediction_layer_with_fewer_filters_than_groups_gets_one_per_filter():
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 8, 3), head=nn.Conv2d(8, 3, 1)))
+    qmodel = quantize_model(model, QuantSpec(groups=4, first_last_bits="same"))
+    assert qmodel.head.weight_quantizer.groups == 3
 
 
 def test_ungrouped_methods_ignore_the_group_count():

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from gdrq_bench.data.bad_samples import read_rgb
 from gdrq_bench.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -181,11 +181,7 @@ def _record(
 
 
 def _read_image(record: _Record) -> Tensor:
-    try:
-        with Image.open(record.image) as file:
-            image = file.convert("RGB")
-    except OSError as error:
-        raise DataError(f"cannot read image {record.image}: {error}") from None
+    image = read_rgb(record.image)
     if image.size[::-1] != record.size:
         raise DataError(
             f"image {record.image} is {image.width}x{image.height} but {record.source} "
@@ -320,6 +316,8 @@ def _read_voc_xml(
 
 def _xml_number(element: ET.Element, tag: str, path: Path) -> float:
     text = element.findtext(tag)
+    if text is None:
+        raise DataError(f"{path}: <{tag}> is missing")
     try:
         return float(text or "")
     except ValueError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torchvision.datasets import ImageFolder
 
+from gdrq_bench.data.bad_samples import read_rgb
 from gdrq_bench.errors import DataError
 
 LAYOUT = "expected an ImageFolder tree: ROOT/train/<class>/<image> and ROOT/val/<class>/<image>"
@@ -25,7 +26,7 @@ def load_imagefolder(root: str | Path, split: str, transform: Callable | None) -
         if not any(entry.is_dir() for entry in entries):
             raise DataError(f"split folder {split_dir} has no class folders; {LAYOUT}")
     # allow_empty so that empty classes reach the check below instead of torchvision's message
-    dataset = ImageFolder(split_dir, transform=transform, allow_empty=True)
+    dataset = ImageFolder(split_dir, transform=transform, loader=read_rgb, allow_empty=True)
     present = set(dataset.targets)
     empty = [name for index, name in enumerate(dataset.classes) if index not in present]
     if empty:

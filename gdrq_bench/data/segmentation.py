@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from gdrq_bench.data.bad_samples import BadSamplePolicy, UnreadableSample, read_rgb
 from gdrq_bench.data.detection import VOC_CLASSES, read_image_set
 from gdrq_bench.errors import DataError
 
@@ -54,6 +55,7 @@ class VocSegmentationSet(Dataset):
         crop_size: int | None = None,
         split_file: Path | None = None,
         mask_dir: str = "SegmentationClass",
+        bad_samples: BadSamplePolicy | None = None,
     ) -> None:
         if not 1 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"num_classes is {num_classes}, not in 1..{IGNORE_INDEX}")
@@ -71,7 +73,11 @@ class VocSegmentationSet(Dataset):
         for voc, listing in _listings(root, years, split, split_file):
             for stem in read_image_set(listing):
                 pair = _Pair(voc / "JPEGImages" / f"{stem}.jpg", voc / mask_dir / f"{stem}.png")
-                _check_pair(pair, listing, num_classes)
+                try:
+                    _check_pair(pair, listing, num_classes)
+                except UnreadableSample as error:  # skipped now, or named, per the policy
+                    (bad_samples or BadSamplePolicy()).handle(error)
+                    continue
                 self.stems.append(stem)
                 self._pairs.append(pair)
         self._transform = _train_transform(crop_size) if train else None
@@ -81,8 +87,7 @@ class VocSegmentationSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         pair = self._pairs[index]
-        with Image.open(pair.image) as file:
-            image = tv_tensors.Image(v2.functional.pil_to_tensor(file.convert("RGB")))
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(read_rgb(pair.image)))
         mask = tv_tensors.Mask(torch.from_numpy(_read_mask(pair.mask)))
         if self._transform is not None:
             image, mask = self._transform(image, mask)
@@ -154,7 +159,7 @@ def _header_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as file:
             return file.size
     except OSError as error:
-        raise DataError(f"cannot read image {path}: {error}") from None
+        raise UnreadableSample(f"cannot read image {path}: {error}") from None
 
 
 def _read_mask(path: Path) -> np.ndarray:

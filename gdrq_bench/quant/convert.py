@@ -11,7 +11,7 @@ from torch import nn
 from gdrq_bench.quant.fake_quant import FLOAT_BITS
 from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
 from gdrq_bench.quant.methods import get_method
-from gdrq_bench.quant.spec import QuantSpec
+from gdrq_bench.quant.spec import PER_CHANNEL, QuantSpec
 
 # Exact types: subclasses such as attention's out-projection are used through their weights.
 CONVERTIBLE = (nn.Conv2d, nn.Linear)
@@ -56,6 +56,20 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
+def _check_groups(spec: QuantSpec, layers: list[tuple[str, nn.Module]]) -> None:
+    """More groups than a layer has filters is a mistake, except in the first and the
+    prediction layers (a detector's 3-anchor objectness conv), which get one per filter."""
+    if spec.groups == PER_CHANNEL:
+        return
+    for name, layer in layers:
+        filters = layer.weight.shape[0]
+        if int(spec.groups) > filters:
+            raise ValueError(
+                f"groups={spec.groups} is more than the {filters} filters of layer {name}; "
+                f"use at most {min(lay.weight.shape[0] for _, lay in layers)} or per_channel"
+            )
+
+
 def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None = None) -> nn.Module:
     """A quantized copy of `model` (left untouched), its quantizers in `quant` mode.
 
@@ -74,9 +88,11 @@ def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None =
     ]
     if not layers:
         raise ValueError(
-            "the model has no conv or linear layer to quantize (after the scope and spec.skip)"
+            f"skip={spec.skip}: the model has no conv or linear layer left to quantize"
         )
     edges = scope.edges([name for name, _ in layers])
+    if method.grouped:
+        _check_groups(spec, [(name, layer) for name, layer in layers if name not in edges])
     for name, layer in layers:
         w_bits, a_bits = spec.layer_bits(name in edges)
         if w_bits == FLOAT_BITS and a_bits == FLOAT_BITS:

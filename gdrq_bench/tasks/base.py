@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.quant import QuantScope
 
 
@@ -18,6 +19,7 @@ class Task(Protocol):
     # model.pretrained=true gives a finished float model (every weight pretrained, so no float
     # training); False where only the backbone is (detection, segmentation, a swapped head)
     pretrained_complete: bool
+    bad_samples: BadSamplePolicy  # what an unreadable image does; counts the skipped ones
 
     def build_model(self) -> nn.Module:
         """The float model: pretrained weights if configured, otherwise freshly initialised."""

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
+from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
@@ -49,6 +50,7 @@ class ClassificationTask:
         model: ModelConfig,
         trainer: TrainerConfig,
         cache_dir: str,
+        bad_samples: BadSamplePolicy,
     ) -> None:
         check_classifier(model.name, model.pretrained)
         if dataset.name not in DATASET_NAMES:
@@ -65,6 +67,7 @@ class ClassificationTask:
         self.num_classes = len(self.train_set.classes)
         self.pretrained_complete = model.pretrained and self.num_classes == IMAGENET_CLASSES
         self.dataset_config, self.model_config, self.trainer_config = dataset, model, trainer
+        self.bad_samples = bad_samples
         self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 
     def build_model(self) -> nn.Module:
@@ -74,11 +77,11 @@ class ClassificationTask:
 
     def train_loader(self) -> DataLoader:
         trainer, workers = self.trainer_config, self.dataset_config.num_workers
-        return make_loader(self.train_set, trainer.batch_size, True, workers)
+        return make_loader(self.train_set, trainer.batch_size, True, workers, self.bad_samples)
 
     def eval_loader(self) -> DataLoader:
         trainer, workers = self.trainer_config, self.dataset_config.num_workers
-        return make_loader(self.eval_set, trainer.eval_batch_size, False, workers)
+        return make_loader(self.eval_set, trainer.eval_batch_size, False, workers, self.bad_samples)
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         images, labels = pair_to_device(batch, model)

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from gdrq_bench import distributed
+from gdrq_bench.data.bad_samples import BadSamplePolicy, GuardedDataset, WithoutSkipped
 
 
 def make_loader(
@@ -19,28 +20,32 @@ def make_loader(
     batch_size: int,
     shuffle: bool,
     num_workers: int,
-    collate_fn: Callable[[list[Any]], Any] | None = None,
+    bad_samples: BadSamplePolicy,
+    collate_fn: Callable[[list[Any]], Any] = default_collate,
 ) -> DataLoader:
     """A shuffled loader draws its order from the stage's seed (the caller seeds torch); in a
-    distributed run each process shuffles its own share of the data."""
+    distributed run each process shuffles its own share of the data. Unreadable samples are
+    handled by `bad_samples`; a batch whose samples were all skipped comes out as None."""
     sampler = distributed.train_sampler(dataset, torch.initial_seed()) if shuffle else None
     generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
     return DataLoader(
-        dataset,
+        GuardedDataset(dataset, bad_samples),
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_fn,
+        collate_fn=WithoutSkipped(collate_fn),
         generator=generator,
     )
 
 
 def eval_batches(loader: DataLoader, max_batches: int | None, progress: bool) -> Iterator[Any]:
-    """The loader's first max_batches batches (all if None), with a progress bar."""
+    """The loader's first max_batches batches (all if None) that hold a sample, with a
+    progress bar."""
     total = min(len(loader), max_batches or len(loader))
     batches = itertools.islice(loader, max_batches)
-    return iter(tqdm(batches, "eval", total, leave=False, disable=not progress))
+    shown = tqdm(batches, "eval", total, leave=False, disable=not progress)
+    return (batch for batch in shown if batch is not None)
 
 
 def pair_to_device(batch: Any, model: nn.Module) -> tuple[Tensor, Tensor]:

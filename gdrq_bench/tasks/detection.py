@@ -18,6 +18,7 @@ from gdrq_bench.config import (
     ModelConfig,
     TrainerConfig,
 )
+from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.detection import (
     VOC_CLASSES,
     CocoDetectionSet,
@@ -84,6 +85,7 @@ class DetectionTask:
         model: ModelConfig,
         trainer: TrainerConfig,
         cache_dir: str,
+        bad_samples: BadSamplePolicy,
     ) -> None:
         check_detector(task.detector, model.name, task.quantize)
         check_choice("task.voc_ap", task.voc_ap, VOC_AP)
@@ -92,6 +94,7 @@ class DetectionTask:
         self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
         self.task_config, self.dataset_config = task, dataset
         self.model_config, self.trainer_config = model, trainer
+        self.bad_samples = bad_samples
         self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 
     def build_model(self) -> nn.Module:
@@ -106,7 +109,9 @@ class DetectionTask:
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.dataset_config.num_workers
-        return make_loader(dataset, batch_size, shuffle, workers, collate_detection)
+        return make_loader(
+            dataset, batch_size, shuffle, workers, self.bad_samples, collate_detection
+        )
 
     def train_loader(self) -> DataLoader:
         return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)

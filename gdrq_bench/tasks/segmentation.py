@@ -18,6 +18,7 @@ from gdrq_bench.config import (
     SegmentationTaskConfig,
     TrainerConfig,
 )
+from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.segmentation import (
     IGNORE_INDEX,
     VOC_SEG_CLASSES,
@@ -46,6 +47,7 @@ class SegmentationTask:
         model: ModelConfig,
         trainer: TrainerConfig,
         cache_dir: str,
+        bad_samples: BadSamplePolicy,
     ) -> None:
         check_segmenter(task.head, model.name, task.aux_loss)
         check_choice("dataset.name", dataset.name, DATASET_NAMES)
@@ -61,6 +63,7 @@ class SegmentationTask:
             years=list(dataset.years),
             num_classes=len(self.classes),
             mask_dir=dataset.mask_dir,
+            bad_samples=bad_samples,
         )
         self.train_set = VocSegmentationSet(
             split=dataset.train_split,
@@ -73,6 +76,7 @@ class SegmentationTask:
         self.quant_scope = segmenter_scope(task.head)
         self.task_config, self.dataset_config = task, dataset
         self.model_config, self.trainer_config = model, trainer
+        self.bad_samples = bad_samples
         self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 
     def build_model(self) -> nn.Module:
@@ -87,7 +91,9 @@ class SegmentationTask:
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.dataset_config.num_workers
-        return make_loader(dataset, batch_size, shuffle, workers, collate_segmentation)
+        return make_loader(
+            dataset, batch_size, shuffle, workers, self.bad_samples, collate_segmentation
+        )
 
     def train_loader(self) -> DataLoader:
         return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
