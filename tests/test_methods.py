@@ -156,3 +156,22 @@ def test_lsq_weight_clip_initialisation():
     layer.weight_quantizer(layer.weight)
     expected = 2 * layer.weight.abs().mean().item() * positive_levels(3, signed=True) ** 0.5
     assert layer.weight_quantizer.learned_alpha.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("statistic", ["mean_abs", "max_abs"])
+def test_running_clip_statistic_is_the_mean_or_max_of_the_magnitudes(statistic: str) -> None:
+    """An unsigned quantizer skips |x| on non-negative input; the statistic must not change,
+    also for a later batch that has negatives after all."""
+    from gdrq_bench.quant.act_quant import MinMaxAct, ScaleClipAct
+
+    torch.manual_seed(0)
+    quantizer = (
+        ScaleClipAct(4, k_a=1.0, momentum=1.0)
+        if statistic == "mean_abs"
+        else MinMaxAct(4, momentum=1.0)
+    ).train()
+    reduce = torch.mean if statistic == "mean_abs" else torch.amax
+    for batch in (torch.relu(torch.randn(4, 8, 5, 5)), torch.randn(4, 8, 5, 5)):
+        quantizer(batch)
+        assert not quantizer.signed  # decided by the first, non-negative, batch
+        assert torch.equal(quantizer.running_stat, reduce(batch.abs()))
