@@ -21,21 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from gdrq_bench.quant import METHODS
 from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
 PRESET = "bench_accuracy"
 RESULTS = Path("bench/results/classification.csv")
 BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
-METHOD_ORDER = [
-    "gdrq",
-    "scale_clip_only",
-    "groups_only",
-    "minmax",
-    "lsq",
-    "pact",
-    "dorefa",
-    "brevitas",
-]
+METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
 
 
 def brevitas_commands(jobs: int) -> list[list[str]]:

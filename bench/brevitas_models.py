@@ -24,30 +24,19 @@ from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Uin
 from torch import Tensor, nn
 
 from gdrq_bench.quant.convert import quantizable_layers
+from gdrq_bench.quant.layers import conv_geometry
 
 EDGE_BITS = 8
 
 
 def _quant_layer(layer: nn.Conv2d | nn.Linear, bits: int) -> nn.Module:
     """A Brevitas layer with `layer`'s shape and weights, per-channel weight scales."""
-    options = {
-        "weight_quant": Int8WeightPerChannelFloat,
-        "weight_bit_width": bits,
-        "bias": layer.bias is not None,
-    }
+    options = {"weight_quant": Int8WeightPerChannelFloat, "weight_bit_width": bits}
     if isinstance(layer, nn.Conv2d):
-        new = qnn.QuantConv2d(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            **options,
-        )
+        new = qnn.QuantConv2d(**conv_geometry(layer), **options)
     else:
-        new = qnn.QuantLinear(layer.in_features, layer.out_features, **options)
+        bias = layer.bias is not None
+        new = qnn.QuantLinear(layer.in_features, layer.out_features, bias=bias, **options)
     new.load_state_dict(layer.state_dict(), strict=False)  # strict: Brevitas adds scale buffers
     return new
 

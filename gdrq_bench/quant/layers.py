@@ -3,6 +3,8 @@ float op. They keep the original layer's parameters, so a converted model trains
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -10,22 +12,26 @@ from gdrq_bench.quant.act_quant import ActQuantizer
 from gdrq_bench.quant.weight_quant import WeightQuantizer
 
 
+def conv_geometry(conv: nn.Conv2d) -> dict[str, Any]:
+    """The constructor arguments that give another conv `conv`'s shape and arithmetic."""
+    return {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+
+
 class QuantConv2d(nn.Conv2d):
     def __init__(
         self, conv: nn.Conv2d, weight_quantizer: WeightQuantizer, input_quantizer: ActQuantizer
     ) -> None:
-        super().__init__(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device="meta",
-        )
+        super().__init__(**conv_geometry(conv), device="meta")
         self.weight, self.bias = conv.weight, conv.bias
         self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
 
