@@ -31,6 +31,9 @@ def _stop_after_first_qat_epoch(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job inherits SIGINT ignored, and Python then keeps it ignored:
+        # give the run the terminal's default, as when a user presses Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     checkpoints = cache_dir / "checkpoints"
     deadline = time.monotonic() + 240

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from gdrq_bench.data.cached_tree import write_once
 
@@ -29,6 +27,10 @@ def prepare_digits(root: Path, image_size: int, seed: int = 0) -> Path:
 
 
 def _write_tree(out: Path, image_size: int, seed: int) -> None:
+    # imported here: scikit-learn takes seconds to import and is needed only for the first run
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
     index = np.arange(len(pixels))
