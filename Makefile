@@ -45,9 +45,10 @@ lint: install
 	$(BIN)/ruff format --check gdrq_bench tests bench
 
 # Two pytest workers of one torch thread each: most tests start gdrq-run processes, whose
-# start-up is single-threaded, so two at once fill 2 cores better than one with 2 threads.
+# start-up is single-threaded, so two at once fill 2 cores better than one with 2 threads;
+# worksteal hands the slow files' tests to whichever worker is idle.
 test: lint
-	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 clean:
 	rm -rf outputs multirun .pytest_cache
