@@ -4,7 +4,8 @@
 
 The overrides compose gdrq-run's config, so the run gets what a gdrq-run run of the same
 command gets: the same float model (gdrq-run's cache, keyed by fp_seed; trained here if
-missing), data, seeds, threads, QAT epochs and learning rate (trainer.qat) and first/last-layer
+missing), data, seeds, threads, fine-tuning budget (the reshape and QAT epochs of
+trainer.equal_budget, all spent in QAT at trainer.qat's learning rate) and first/last-layer
 policy. Then Brevitas replaces gdrq_bench's quantizers (bench/brevitas_models.py): a
 calibration pass over 8 training batches, the QAT stage, evaluation, and one row appended to
 results_dir/classification.csv with method `brevitas`. Brevitas keeps BatchNorm apart (its
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+from dataclasses import replace
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -56,7 +58,9 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     """Float model, Brevitas copy, calibration, QAT, evaluation; returns the appended row."""
     if cfg.task.name != "classification":
         raise ConfigError("task.name: the Brevitas baseline runs the classification task only")
-    spec = build_spec(cfg)  # validates bits; the method's own knobs are not used
+    # validates bits; the method's own knobs are not used. Brevitas has no reshape stage, so
+    # under trainer.equal_budget it fine-tunes as gdrq-run's methods without one do: all in QAT
+    spec = replace(build_spec(cfg), method="minmax")
     check_output_dirs(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)

@@ -47,10 +47,11 @@ def steps(jobs: int) -> list[Step]:
             "Accuracy retention on the embedded digits task",
             "ResNet-20 on the 8x8 scikit-learn digits upscaled to 32x32 (1437 training, 360 "
             "validation images; one image is 0.28 points), the default trainer (float 10 "
-            "epochs, reshape 2 for methods with Scale-Clip, QAT 4), first and last layer at "
-            "8 bits for every method, one float model shared by all runs (`fp_seed=0`). "
-            "Brevitas: bench/brevitas_models.py, the same float model, epochs, learning rate "
-            "and first/last-layer policy.",
+            "epochs, then 6 fine-tuning epochs for every method: reshape 2 and QAT 4 for "
+            "methods with Scale-Clip, QAT 6 for the others), first and last layer at 8 bits "
+            "for every method, one float model shared by all runs (`fp_seed=0`), seeds 0, 1 "
+            "and 2. Brevitas: bench/brevitas_models.py, the same float model, fine-tuning "
+            "epochs, learning rate and first/last-layer policy.",
             (
                 (PY, "bench/accuracy.py", "run", "--jobs", str(jobs)),
                 (PY, "bench/accuracy.py", "table"),

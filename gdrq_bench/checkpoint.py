@@ -31,7 +31,7 @@ NOT_IN_RUN_KEY = {
     "checkpoint_dir": None,
     "logger": None,
     "min_free_mb": None,
-    "trainer": ("resume", "progress"),
+    "trainer": ("resume", "progress", "probes"),  # probes score copies of the model
 }
 
 

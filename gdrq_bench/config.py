@@ -101,12 +101,15 @@ class GroupingConfig:
 @dataclass
 class MethodConfig:
     name: str = "gdrq"
-    k_w: float = 2.0
-    k_a: float = 4.0
+    k_w: float = 3.0
+    k_a: float = 1.0
     weight_stat: str = "mean_abs"
+    act_stat: str = "max_abs"  # Scale-Clip's activation statistic: "mean_abs" or "max_abs"
     act_momentum: float = 0.1
     first_last_bits: Any = 8  # "fp", 8 or "same"
-    weight_grad: str = "clip"
+    weight_grad: str = "clip"  # STE outside the weight clips: "clip" (0) or "pass" (1)
+    clip_style: str = "project"  # Scale-Clip of the weights in training: "clamp" or "project"
+    scale_clip_qat: bool = False  # Scale-Clip stays on in QAT, before the group clip
     skip: list[str] = field(default_factory=list)
 
 
@@ -126,12 +129,17 @@ class TrainerConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     grad_clip: float | None = None  # max gradient norm per step; None: no clipping
+    warmup_steps: int = 0  # linear learning-rate warm-up of the fine-tuning stages (reshape, qat)
     max_train_batches: int | None = None  # cap per epoch (smoke tests)
     max_eval_batches: int | None = None
     fold_check_batches: int = 2
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
     progress: bool = True
     resume: bool = False  # continue from the checkpoints of a killed run of the same config
+    # score the model between stages (after reshape; rounded before QAT) into metrics.json
+    probes: bool = True
+    # every method fine-tunes reshape + qat epochs (one without a reshape stage, all in QAT)
+    equal_budget: bool = True
     device: str = "auto"  # "auto" (this process's GPU if there is one), "cpu" or "cuda"
 
 

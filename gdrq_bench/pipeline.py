@@ -7,6 +7,7 @@ model trained in this run.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -40,13 +41,16 @@ from gdrq_bench.quant import (
     FLOAT_BITS,
     QUANT,
     QuantSpec,
+    commit_scale_clip,
     fold_model,
     get_method,
     layer_weight_stats,
     quantize_model,
+    recording_activation_clips,
     set_mode,
     verify_fold,
 )
+from gdrq_bench.quant.fold import call_model, move_batch
 from gdrq_bench.results import append_row, table_path
 from gdrq_bench.run_logger import RunLogger, start_logger
 from gdrq_bench.tasks.base import Task
@@ -67,9 +71,12 @@ SPEC_KEYS = {
     "k_w": "method.k_w",
     "k_a": "method.k_a",
     "weight_stat": "method.weight_stat",
+    "act_stat": "method.act_stat",
     "act_momentum": "method.act_momentum",
     "first_last_bits": "method.first_last_bits",
     "weight_grad": "method.weight_grad",
+    "clip_style": "method.clip_style",
+    "scale_clip_qat": "method.scale_clip_qat",
     "skip": "method.skip",
 }
 
@@ -86,6 +93,7 @@ def build_spec(cfg: DictConfig) -> QuantSpec:
         k_w=cfg.method.k_w,
         k_a=cfg.method.k_a,
         weight_stat=cfg.method.weight_stat,
+        act_stat=cfg.method.act_stat,
         act_momentum=cfg.method.act_momentum,
         first_last_bits=cfg.method.first_last_bits,
         skip=list(cfg.method.skip),
@@ -93,6 +101,8 @@ def build_spec(cfg: DictConfig) -> QuantSpec:
         regroup_every=cfg.grouping.regroup_every,
         search_points=cfg.grouping.search_points,
         weight_grad=cfg.method.weight_grad,
+        clip_style=cfg.method.clip_style,
+        scale_clip_qat=cfg.method.scale_clip_qat,
     )
     try:
         return spec.validate()
@@ -160,6 +170,25 @@ def seed_stage(seed: int, stage: str) -> None:
     torch.manual_seed(seed * 1000 + zlib.crc32(stage.encode()) % 1000)
 
 
+def stage_epochs(cfg: DictConfig, spec: QuantSpec, stage: str) -> int:
+    """Epochs of a training stage. Under trainer.equal_budget every method fine-tunes for
+    reshape + qat epochs after the float stage: a method without a reshape stage spends the
+    reshape epochs in QAT."""
+    epochs = cfg.trainer[stage].epochs
+    no_reshape = not get_method(spec.method).scale_clip
+    if stage == "qat" and cfg.trainer.equal_budget and no_reshape:
+        epochs += max(cfg.trainer.reshape.epochs, 0)
+    return max(epochs, 0)
+
+
+def finetune_epochs(cfg: DictConfig, spec: QuantSpec) -> int:
+    """Epochs trained after the float stage (the results row's `finetune_epochs`)."""
+    if spec.w_bits == spec.a_bits == FLOAT_BITS:
+        return 0
+    reshape = stage_epochs(cfg, spec, "reshape") if get_method(spec.method).scale_clip else 0
+    return reshape + stage_epochs(cfg, spec, "qat")
+
+
 @dataclass
 class Run:
     cfg: DictConfig
@@ -176,14 +205,15 @@ class Run:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's
         weights instead of training it, and continues an unfinished one."""
         stage_cfg = self.cfg.trainer[stage]
-        if stage_cfg.epochs <= 0:
+        epochs = stage_epochs(self.cfg, self.spec, stage)
+        if epochs <= 0:
             return
         saved = self.checkpoints.load(stage)
         earlier_seconds = saved["seconds"] if saved else 0.0
-        if saved is not None and len(saved["losses"]) >= stage_cfg.epochs:
+        if saved is not None and len(saved["losses"]) >= epochs:
             model.load_state_dict(saved["model"])
             self.train_seconds += earlier_seconds
-            log.info("%s: all %d epochs were done before (checkpoint)", stage, stage_cfg.epochs)
+            log.info("%s: all %d epochs were done before (checkpoint)", stage, epochs)
             return
         seed_stage(self.cfg.fp_seed if stage == "fp" else self.cfg.seed, stage)
         trainer = self.cfg.trainer
@@ -201,12 +231,13 @@ class Run:
             self.task.train_loader(),
             self.task.loss,
             stage=stage,
-            epochs=stage_cfg.epochs,
+            epochs=epochs,
             lr=stage_cfg.lr,
             optimizer=trainer.optimizer,
             weight_decay=trainer.weight_decay,
             max_batches=trainer.max_train_batches,
             grad_clip=trainer.grad_clip,
+            warmup_steps=0 if stage == "fp" else trainer.warmup_steps,
             progress=trainer.progress,
             resume=saved,
             on_epoch_end=end_of_epoch,
@@ -225,8 +256,23 @@ class Run:
         self.metrics[name] = metrics
         self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
         shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
-        log.info("%s model: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in shown))
+        log.info("%s model: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in shown))
         return metrics[self.task.metric]
+
+    def probe(self, qmodel: nn.Module, name: str) -> dict[str, dict[str, float]]:
+        """Score a copy of `qmodel` as it stands between two stages (trainer.probes), and
+        record how much its activation clips cut off. Quantizers that have not seen data yet
+        (min-max clips, LSQ and PACT steps before QAT) take one training batch first, as
+        training would give them, never a validation batch; the run's model is untouched."""
+        if not (self.cfg.trainer.probes and distributed.is_main()):
+            return {}
+        probed = copy.deepcopy(qmodel).eval()
+        batch = next(batch for batch in self.task.train_loader() if batch is not None)
+        with torch.no_grad():
+            call_model(probed, move_batch(self.task.model_inputs(batch), self.device))
+        with recording_activation_clips(probed) as clips:
+            self.evaluate(probed, name)
+        return clips
 
 
 # Task keys that only act after the float model is trained: they do not split its cache.
@@ -323,17 +369,29 @@ def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     return model, "trained"
 
 
-def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
-    """Scale-Clip fine-tune (clip, no rounding); weight statistics before and after it."""
+def _merged(weights: dict[str, dict[str, Any]], acts: dict[str, dict[str, float]]) -> dict:
+    """Per layer: the weight statistics, then the activation clip's."""
+    return {name: {**entry, **acts.get(name, {})} for name, entry in weights.items()}
+
+
+def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, dict[str, dict[str, Any]]]:
+    """Scale-Clip fine-tune (clip, no rounding), probed after; weight statistics before and
+    after it. Unless Scale-Clip goes on into QAT (method.scale_clip_qat), it is then written
+    into the weights: QAT starts from the reshaped network and clips it by groups alone."""
     stats = {"before": layer_weight_stats(set_mode(qmodel, FLOAT))}
     if get_method(run.spec.method).scale_clip:
         run.train(set_mode(qmodel, CLIP), "reshape")
-        stats["after"] = layer_weight_stats(qmodel)
+        stats["after"] = _merged(layer_weight_stats(qmodel), run.probe(qmodel, "reshape"))
+        if not run.spec.scale_clip_qat:
+            commit_scale_clip(qmodel)
     return stats
 
 
 def stage_qat(run: Run, qmodel: nn.Module) -> None:
-    run.train(set_mode(qmodel, QUANT), "qat")
+    """Quantization-aware fine-tune, probed before (rounding alone: post-training quantization
+    of the float or reshaped model)."""
+    run.probe(set_mode(qmodel, QUANT), "round")
+    run.train(qmodel, "qat")
 
 
 def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]]:
@@ -403,6 +461,7 @@ def result_row(
         "run_dir": _display_path(run.run_dir),
         "fp_source": fp_source,
         "skipped_samples": run.task.bad_samples.skipped(),
+        "finetune_epochs": finetune_epochs(cfg, spec),
     }
 
 
@@ -422,7 +481,24 @@ def stage_report(
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     append_row(table_path(Path(run.cfg.results_dir), run.task.name), row)  # last: the commit
     log.info("summary\n%s", summary_table(row))
+    if not run.spec.w_bits == run.spec.a_bits == FLOAT_BITS:
+        log.info("%s by stage: %s", run.task.metric, stage_trail(run.metrics, run.task.metric))
     return row
+
+
+# metrics.json's names of the models scored between stages, in stage order, as the trail
+# calls them ("quant" is the model after QAT)
+STAGE_NAMES = {"fp": "fp", "reshape": "reshape", "round": "round", "quant": "qat"}
+
+
+def stage_trail(metrics: dict[str, dict[str, float]], metric: str) -> str:
+    """Where the primary metric went, stage by stage: "fp 99.72 -> reshape 98.33 -> ..."."""
+    steps = [
+        f"{stage} {metrics[name][metric]:.2f}"
+        for name, stage in STAGE_NAMES.items()
+        if name in metrics
+    ]
+    return " -> ".join([*steps, f"folded {metrics['folded'][metric]:.2f}"])
 
 
 def summary_table(row: dict[str, Any]) -> str:
@@ -446,7 +522,9 @@ def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, Any], float]
     if not distributed.is_main():
         return stats, float("nan")
     folded, check = stage_fold(run, qmodel)
-    run.evaluate(qmodel, "quant")
+    with recording_activation_clips(qmodel) as clips:
+        run.evaluate(qmodel, "quant")
+    stats["final"] = _merged(layer_weight_stats(qmodel), clips)
     run.evaluate(folded, "folded", final=True)
     return stats, check["max_rel"]
 

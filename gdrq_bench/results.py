@@ -47,6 +47,7 @@ COLUMNS = [
     "run_dir",
     "fp_source",
     "skipped_samples",
+    "finetune_epochs",
 ]
 
 

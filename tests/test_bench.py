@@ -19,8 +19,8 @@ import accuracy
 def test_brevitas_runs_repeat_the_preset_grids_without_the_method() -> None:
     commands = accuracy.brevitas_commands(jobs=2)
     runs = sorted(tuple(arg for arg in c if arg.startswith(("bits=", "seed="))) for c in commands)
-    expected = [("bits=8",), ("bits=3",)] + [
-        (f"bits={bits}", f"seed={seed}") for bits in ("4", "w2a4") for seed in (0, 1, 2)
+    expected = [
+        (f"bits={bits}", f"seed={seed}") for bits in ("8", "4", "3", "w2a4") for seed in (0, 1, 2)
     ]
     assert runs == sorted(expected)
     for command in commands:

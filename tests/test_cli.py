@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,19 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
     run_dir = Path(row["run_dir"])
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "gdrq_run.log").is_file()
-    assert (run_dir / "layer_stats.json").is_file()
+    assert row["finetune_epochs"] == "2"  # smoke: reshape 1 + qat 1
+    # per-stage probes: the metric after every stage, and where each clip cuts
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics) == ["fp", "reshape", "round", "quant", "folded"]
+    assert all({"top1", "nll"} <= set(values) for values in metrics.values())
+    assert "top1 by stage: fp " in (run_dir / "gdrq_run.log").read_text()
+    stats = json.loads((run_dir / "layer_stats.json").read_text())
+    assert list(stats) == ["before", "after", "final"]
+    for phase in ("after", "final"):
+        middle = stats[phase]["layer2.0.conv1"]
+        assert {"clipped", "clip_l2", "act_clipped", "act_clipped_energy"} <= set(middle)
+        assert all(0 <= middle[key] < 1 for key in ("clipped", "clip_l2", "act_clipped"))
+    assert 0 < stats["final"]["layer2.0.conv1"]["ql2_quantizer"] < 1
 
 
 @pytest.mark.slow

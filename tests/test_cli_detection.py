@@ -226,16 +226,17 @@ def test_same_seed_twice_gives_the_same_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "k_w", "k_a"),
     [
-        ([], 2.0, 4.0),
-        (["task=detection"], 3.0, 16.0),
-        (["task=detection", "method=scale_clip_only"], 3.0, 16.0),
+        ([], 3.0, 1.0),
+        (["task=detection"], 3.0, 1.0),
+        (["task=segmentation", "method=scale_clip_only"], 3.0, 1.0),
         (["task=detection", "method.k_a=4"], 3.0, 4.0),
     ],
 )
-def test_detection_tunes_scale_clip_and_the_command_line_wins(
+def test_every_task_takes_the_scale_clip_defaults_and_the_command_line_wins(
     overrides: list[str], k_w: float, k_a: float
 ) -> None:
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=overrides)
     assert (cfg.method.k_w, cfg.method.k_a) == (k_w, k_a)
+    assert (cfg.method.act_stat, cfg.method.clip_style) == ("max_abs", "project")

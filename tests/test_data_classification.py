@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -187,9 +188,14 @@ def test_evaluate_top1_top5(digits_root: Path, digits_tree: Path) -> None:
     labels = torch.tensor([9, 7, 5, 0])  # ranks 1, 3, 5, 10
     batches = [(torch.zeros(4, 3, SIZE, SIZE), labels), (torch.zeros(2, 3, SIZE, SIZE), labels[:2])]
     model = FixedLogits(logits).train()
-    # top1 hits: labels 9 and 9 of six; top5 hits: all but label 0
-    assert task.evaluate(model, batches) == pytest.approx({"top1": 200 / 6, "top5": 500 / 6})
-    assert task.evaluate(model, batches, max_batches=1) == {"top1": 25.0, "top5": 75.0}
+    # top1 hits: labels 9 and 9 of six; top5 hits: all but label 0; the cross-entropy of label
+    # y is log(sum_i e^i) - y
+    log_sum = math.log(sum(math.exp(i) for i in range(10)))
+    nll = log_sum - (9 + 7 + 5 + 0 + 9 + 7) / 6
+    expected = {"top1": 200 / 6, "top5": 500 / 6, "nll": nll}
+    assert task.evaluate(model, batches) == pytest.approx(expected, rel=1e-12)
+    first = {"top1": 25.0, "top5": 75.0, "nll": log_sum - (9 + 7 + 5 + 0) / 4}
+    assert task.evaluate(model, batches, max_batches=1) == pytest.approx(first, rel=1e-12)
     assert model.training
 
 

@@ -162,7 +162,9 @@ def test_more_groups_quantize_better(bits):
 def test_gdrq_weight_quantizer_matches_numpy():
     """Scale-Clip at k mean|W|, sorted groups by mean|W_i|, searched clip, signed rounding."""
     weight, bits, groups, k = _weight(), 3, 4, 2.0
-    quantizer = GroupWeightQuantizer(bits, 16, groups, clip_k=k, search_points=64).train()
+    quantizer = GroupWeightQuantizer(
+        bits, 16, groups, clip_k=k, clip_style="clamp", search_points=64
+    ).train()
     w = weight.numpy()
     clipped = np.clip(w, -k * np.abs(w).mean(), k * np.abs(w).mean())
     order = np.argsort(np.abs(clipped).reshape(16, -1).mean(axis=1), kind="stable")

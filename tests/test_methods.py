@@ -86,7 +86,7 @@ def test_groups_scale_clip_and_clip_rule_per_method(method):
         quantizer = layer.weight_quantizer
         if isinstance(quantizer, GroupWeightQuantizer):
             assert quantizer.groups == (2 if method in GROUPED else 1)
-            assert quantizer.clip_k == (2.0 if method in SCALE_CLIP else None)
+            assert quantizer.clip_k == (3.0 if method in SCALE_CLIP else None)
             assert quantizer.alpha_mode == WEIGHT_ALPHA[method]
         else:
             assert method in {"pact", "dorefa"}
@@ -175,3 +175,26 @@ def test_running_clip_statistic_is_the_mean_or_max_of_the_magnitudes(statistic: 
         quantizer(batch)
         assert not quantizer.signed  # decided by the first, non-negative, batch
         assert torch.equal(quantizer.running_stat, reduce(batch.abs()))
+
+
+@pytest.mark.parametrize(("method", "edge_alpha"), [("gdrq", "search"), ("scale_clip_only", "max")])
+def test_edge_layers_at_their_own_bits_are_not_scale_clipped(method, edge_alpha):
+    """Scale-Clip reshapes the low-bit layers; the 8-bit first and last layers take the
+    method without it (groups_only for gdrq, minmax for scale_clip_only)."""
+    from gdrq_bench.quant.act_quant import MinMaxAct, ScaleClipAct
+
+    layers = [
+        layer
+        for _, layer in quantized_layers(
+            quantize_model(_tiny_model(), _spec(method, first_last_bits=8))
+        )
+    ]
+    first, middle, last = layers
+    for edge in (first, last):
+        assert edge.weight_quantizer.bits == 8 and edge.weight_quantizer.clip_k is None
+        assert edge.weight_quantizer.alpha_mode == edge_alpha
+        assert isinstance(edge.input_quantizer, MinMaxAct)
+    assert middle.weight_quantizer.clip_k == 3.0
+    assert isinstance(middle.input_quantizer, ScaleClipAct)
+    same = quantized_layers(quantize_model(_tiny_model(), _spec(method)))
+    assert all(layer.weight_quantizer.clip_k == 3.0 for _, layer in same)

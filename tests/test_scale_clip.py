@@ -38,7 +38,7 @@ def test_weight_threshold_formula(stat, k):
 @pytest.mark.parametrize("stat", sorted(STATS))
 def test_clip_mode_threshold_follows_the_current_weights(stat):
     weight, k = _weight(), 2.0
-    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=k, stat=stat).train()
+    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=k, clip_style="clamp", stat=stat).train()
     quantizer.mode = CLIP
     for edit in [lambda: None, *_edits(weight)]:
         edit()
@@ -52,7 +52,9 @@ def test_clip_mode_threshold_follows_the_current_weights(stat):
 def test_quant_mode_clips_at_the_current_threshold_then_rounds():
     """Scale-Clip-only weights: T = k mean|W|, alpha = k mean|clip(W, T)|, both of this step."""
     weight, k, bits = _weight(), 2.0, 4
-    quantizer = GroupWeightQuantizer(bits, 8, 1, alpha_mode="scale_clip", k_w=k, clip_k=k).train()
+    quantizer = GroupWeightQuantizer(
+        bits, 8, 1, alpha_mode="scale_clip", k_w=k, clip_k=k, clip_style="clamp"
+    ).train()
     assert quantizer.mode == QUANT
     for edit in [lambda: None, *_edits(weight)]:
         edit()
@@ -65,7 +67,7 @@ def test_quant_mode_clips_at_the_current_threshold_then_rounds():
 
 def test_reshape_of_a_searched_quantizer_uses_the_current_threshold():
     weight = _weight()
-    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=2.0, alpha_every=1).train()
+    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=2.0, clip_style="clamp", alpha_every=1).train()
     for edit in [lambda: None, *_edits(weight)]:
         edit()
         threshold = 2.0 * weight.detach().abs().mean().item()
@@ -117,3 +119,83 @@ def test_clip_mode_clips_without_rounding(signed):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
     assert quantizer.signed == signed
     assert torch.unique(out).numel() > 2**2  # more values than the 2-bit grid has
+
+
+def _clip_gradient(quantizer: GroupWeightQuantizer, weight: torch.nn.Parameter) -> np.ndarray:
+    weight.grad = None
+    quantizer(weight).sum().backward()
+    return weight.grad.numpy()
+
+
+@pytest.mark.parametrize(("grad_outside", "outside"), [(False, 0.0), (True, 1.0)])
+def test_gradient_through_the_weight_clamp(grad_outside, outside):
+    """`clamp`: d clip(W)/dW is 1 inside T and 0 (weight_grad=clip) or 1 (pass) beyond it."""
+    weight = _weight()
+    quantizer = GroupWeightQuantizer(
+        4, 8, 2, clip_k=1.0, clip_style="clamp", grad_outside=grad_outside
+    ).train()
+    quantizer.mode = CLIP
+    threshold = weight.detach().abs().mean().item()
+    beyond = np.abs(weight.detach().numpy()) > threshold
+    assert 0 < beyond.mean() < 1
+    expected = np.where(beyond, outside, 1.0)
+    np.testing.assert_array_equal(_clip_gradient(quantizer, weight), expected)
+
+
+def test_project_clips_the_stored_weights_once_per_step_and_passes_every_gradient():
+    weight, k = _weight(), 1.5
+    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=k, clip_style="project").train()
+    quantizer.mode = CLIP
+    before = weight.detach().numpy().copy()
+    threshold = k * np.abs(before).mean()
+    out = quantizer(weight)
+    np.testing.assert_allclose(weight.detach().numpy(), np.clip(before, -threshold, threshold))
+    np.testing.assert_array_equal(out.detach().numpy(), weight.detach().numpy())
+    assert quantizer.threshold.item() == pytest.approx(threshold, rel=1e-6)
+    # a second call of the same step (a shared head) clips nothing more
+    stored = weight.detach().clone()
+    quantizer(weight)
+    assert torch.equal(weight.detach(), stored)
+    weight.grad = None
+    quantizer(weight).sum().backward()
+    np.testing.assert_array_equal(weight.grad.numpy(), np.ones_like(before))
+    # after an optimizer-like update, the next step clips at the new weights' threshold
+    with torch.no_grad():
+        weight.mul_(2.0)  # in place, as an optimizer step: a new weight version
+    quantizer(weight)
+    expected = k * np.abs(2 * np.clip(before, -threshold, threshold)).mean()
+    assert quantizer.threshold.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("style", ["clamp", "project"])
+def test_commit_writes_the_clip_into_the_weights_and_keeps_the_function(style):
+    """The end of the reshape stage: what the clip-mode layer computed, the stored weights
+    now hold; Scale-Clip is off, so QAT clips by the group clip alone."""
+    weight = _weight()
+    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=1.5, clip_style=style).train()
+    quantizer.mode = CLIP
+    quantizer(weight)  # one training step: `project` clips the stored weights here
+    weight.data.add_(0.01)  # the optimizer's step after it
+    seen = quantizer.eval()(weight).detach().clone()
+    quantizer.commit_scale_clip(weight)
+    assert not quantizer.scale_clip_on
+    np.testing.assert_array_equal(weight.detach().numpy(), seen.numpy())
+    np.testing.assert_array_equal(quantizer(weight).detach().numpy(), seen.numpy())
+    quantizer.mode = QUANT
+    weight.data.mul_(3.0)  # no Scale-Clip follows the weights any more
+    assert torch.equal(quantizer.train().effective(weight), weight)
+
+
+def test_single_clip_per_group_is_k_times_the_group_mean():
+    """The reference's GDRQ: Scale-Clip committed, then alpha_g = k mean|W_g| and nothing
+    else clips (grouping.alpha=scale_clip with method.scale_clip_qat=false)."""
+    weight, k, bits, groups = _weight(3), 2.5, 3, 4
+    quantizer = GroupWeightQuantizer(
+        bits, 8, groups, alpha_mode="scale_clip", k_w=k, clip_k=k, strategy="contiguous"
+    ).train()
+    quantizer.commit_scale_clip(weight)
+    w = weight.detach().numpy()
+    rows = w.reshape(groups, -1)  # contiguous groups of 2 filters each
+    alpha = k * np.abs(rows).mean(axis=1)
+    expected = reference_quantize(rows, bits, alpha[:, None]).reshape(w.shape)
+    np.testing.assert_allclose(quantizer(weight).detach().numpy(), expected, atol=1e-12)

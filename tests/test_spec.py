@@ -33,6 +33,7 @@ def test_bad_bits(field, bits):
         ({"k_a": 0}, r"^k_a=0 "),
         ({"act_momentum": 0.0}, r"^act_momentum=0.0 "),
         ({"search_points": 0}, r"^search_points=0 "),
+        ({"clip_style": "squeeze"}, r"^clip_style='squeeze' "),
     ],
 )
 def test_bad_fields(fields, message):

@@ -56,12 +56,26 @@ class ActQuantizer(QuantizerBase):
         return fake_quantize(x, self.bits, alpha, signed=self.signed)
 
     @torch.no_grad()
+    def clipped_input(self, x: Tensor) -> Tensor:
+        """x after the clip the current mode applies (nothing in `float` mode), at the frozen
+        clip, before any rounding: what statistics of the clip compare x with."""
+        if self.mode == FLOAT:
+            return x
+        alpha = self.frozen_alpha().to(x.dtype)
+        if self.mode == CLIP or self.bits == FLOAT_BITS:
+            return self.clip_only(x, alpha)
+        return torch.minimum(torch.maximum(x, -alpha if self.signed else 0 * alpha), alpha)
+
+    @torch.no_grad()
     def frozen_alpha(self) -> Tensor:
         """The clip used in eval mode, for folding."""
         return self.alpha(torch.zeros(0)).detach()
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, mode={self.mode}"
+
+
+ACT_STATS = ("mean_abs", "max_abs")
 
 
 class RunningStatClip(ActQuantizer):
@@ -96,10 +110,11 @@ class RunningStatClip(ActQuantizer):
 
 
 class ScaleClipAct(RunningStatClip):
-    """Scale-Clip: alpha = k_a * EMA(mean |a|); clips in the reshape phase too."""
+    """Scale-Clip: alpha = k_a * EMA(s(a)), s = mean |a| (or max |a|: `act_stat`); clips in
+    the reshape phase too."""
 
-    def __init__(self, bits: int, k_a: float, momentum: float) -> None:
-        super().__init__(bits, "mean_abs", k_a, momentum)
+    def __init__(self, bits: int, k_a: float, momentum: float, stat: str = "mean_abs") -> None:
+        super().__init__(bits, stat, k_a, momentum)
 
     def clip_only(self, x: Tensor, alpha: Tensor) -> Tensor:
         return torch.clamp(x, -alpha if self.signed else 0.0, alpha)

@@ -10,7 +10,7 @@ from torch import nn
 
 from gdrq_bench.quant.fake_quant import FLOAT_BITS
 from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
-from gdrq_bench.quant.methods import get_method
+from gdrq_bench.quant.methods import edge_method, get_method
 from gdrq_bench.quant.spec import PER_CHANNEL, QuantSpec
 
 # Exact types: subclasses such as attention's out-projection are used through their weights.
@@ -49,6 +49,14 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def quantized_layers(model: nn.Module) -> list[tuple[str, QuantConv2d | QuantLinear]]:
     """(name, module) of every quantized layer of a converted model."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
+
+
+def commit_scale_clip(model: nn.Module) -> nn.Module:
+    """Write every layer's Scale-Clip into its weights and turn it off (the end of the reshape
+    stage when Scale-Clip does not go on into QAT); returns the model."""
+    for _, layer in quantized_layers(model):
+        layer.weight_quantizer.commit_scale_clip(layer.weight)
+    return model
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -93,15 +101,17 @@ def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None =
     edges = scope.edges([name for name, _ in layers])
     if method.grouped:
         _check_groups(spec, [(name, layer) for name, layer in layers if name not in edges])
+    own_edge_bits = str(spec.first_last_bits) != "same"
     for name, layer in layers:
         w_bits, a_bits = spec.layer_bits(name in edges)
         if w_bits == FLOAT_BITS and a_bits == FLOAT_BITS:
             continue
+        layer_method = edge_method(spec.method) if own_edge_bits and name in edges else method
         out_channels = layer.weight.shape[0]
-        groups = spec.layer_groups(out_channels) if method.grouped else 1
-        weight_quantizer = method.weight(spec, w_bits, out_channels, groups)
+        groups = spec.layer_groups(out_channels) if layer_method.grouped else 1
+        weight_quantizer = layer_method.weight(spec, w_bits, out_channels, groups)
         wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
-        new = wrapper(layer, weight_quantizer, method.act(spec, a_bits))
+        new = wrapper(layer, weight_quantizer, layer_method.act(spec, a_bits))
         new.train(layer.training)
         _replace(qmodel, name, new.to(layer.weight.device))
     return qmodel

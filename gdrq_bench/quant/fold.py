@@ -167,15 +167,16 @@ def fold_model(qmodel: nn.Module) -> nn.Module:
     return folded
 
 
-def _to_float64(value: Any, device: torch.device) -> Any:
-    """Floating tensors in float64, every tensor on `device`."""
+def move_batch(value: Any, device: torch.device, float64: bool = False) -> Any:
+    """Every tensor of a batch (a tensor, or nested lists, tuples and dicts) on `device`;
+    floating ones in float64 if asked."""
     if isinstance(value, Tensor):
         value = value.to(device)
-        return value.double() if value.is_floating_point() else value
+        return value.double() if float64 and value.is_floating_point() else value
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_float64(item, device) for item in value)
+        return type(value)(move_batch(item, device, float64) for item in value)
     if isinstance(value, dict):
-        return {key: _to_float64(item, device) for key, item in value.items()}
+        return {key: move_batch(item, device, float64) for key, item in value.items()}
     return value
 
 
@@ -190,7 +191,8 @@ def _tensors(value: Any) -> list[Tensor]:
     return []
 
 
-def _run(model: nn.Module, batch: Any) -> Any:
+def call_model(model: nn.Module, batch: Any) -> Any:
+    """model(batch), a tuple unpacked into arguments."""
     return model(*batch) if isinstance(batch, tuple) else model(batch)
 
 
@@ -212,9 +214,11 @@ def verify_fold(
     device = next(reference.parameters()).device
     max_abs = max_rel = 0.0
     for batch in batches:
-        batch64 = _to_float64(batch, device)
+        batch64 = move_batch(batch, device, float64=True)
         pairs = zip(
-            _tensors(_run(reference, batch64)), _tensors(_run(folded64, batch64)), strict=True
+            _tensors(call_model(reference, batch64)),
+            _tensors(call_model(folded64, batch64)),
+            strict=True,
         )
         for expected, actual in pairs:
             if expected.numel() == 0:

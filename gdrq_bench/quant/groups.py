@@ -90,14 +90,22 @@ def group_mean_abs(weight: Tensor, group_of: Tensor, groups: int) -> Tensor:
 
 
 def search_group_alpha(
-    weight: Tensor, group_of: Tensor, groups: int, bits: int, points: int = 64
+    weight: Tensor,
+    group_of: Tensor,
+    groups: int,
+    bits: int,
+    points: int = 64,
+    target: Tensor | None = None,
 ) -> Tensor:
     """alpha_g = argmin QL_2(W_g, alpha) over alpha in {f * max|W_g| : f = 1/points, ..., 1}.
 
-    One pass per candidate fraction over the whole tensor; the loop never runs over groups.
+    The error is measured against `target` (default the weight itself): statistics pass the
+    stored weights there, so a clip applied before the search counts in the error. One pass
+    per candidate fraction over the whole tensor; the loop never runs over groups.
     """
     weight = weight.detach()
     rows = weight.reshape(weight.shape[0], -1)
+    target_rows = rows if target is None else target.detach().reshape(rows.shape)
     top = group_max_abs(weight, group_of, groups)
     best_alpha = top.clone()
     best_error = torch.full_like(top, float("inf"))
@@ -106,7 +114,7 @@ def search_group_alpha(
         dequantized = integer_levels(rows, bits, alpha_rows, True) * quant_step(
             alpha_rows, bits, True
         )
-        error_rows = (rows - dequantized).square().sum(dim=1)
+        error_rows = (target_rows - dequantized).square().sum(dim=1)
         error = torch.zeros_like(top).index_add_(0, group_of, error_rows)
         better = error < best_error
         best_error = torch.where(better, error, best_error)

@@ -30,6 +30,9 @@ class Method:
     act: ActFactory
     scale_clip: bool  # has Scale-Clip, so the reshape phase changes the model
     grouped: bool  # honours spec.groups; other methods quantize weights per tensor
+    # the method that quantizes the first and last layers when they are not at the same bits
+    # as the others: Scale-Clip reshapes the low-bit layers only
+    edge: str | None = None
 
 
 def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False) -> WeightFactory:
@@ -42,6 +45,7 @@ def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False
             alpha_mode=alpha or spec.alpha,
             k_w=spec.k_w,
             clip_k=spec.k_w if scale_clip else None,
+            clip_style=spec.clip_style,
             stat=spec.weight_stat,
             alpha_every=spec.alpha_every,
             regroup_every=spec.regroup_every,
@@ -53,6 +57,10 @@ def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False
     return build
 
 
+def _scale_clip_act(spec: QuantSpec, bits: int) -> ActQuantizer:
+    return ScaleClipAct(bits, spec.k_a, spec.act_momentum, spec.act_stat)
+
+
 def _dorefa_weights(spec: QuantSpec, bits: int, out_channels: int, groups: int) -> WeightQuantizer:
     return DorefaWeightQuantizer(bits, grad_outside=spec.weight_grad == "pass")
 
@@ -60,15 +68,17 @@ def _dorefa_weights(spec: QuantSpec, bits: int, out_channels: int, groups: int) 
 METHODS: dict[str, Method] = {
     "gdrq": Method(
         _group_quantizer(None, scale_clip=True),
-        lambda spec, bits: ScaleClipAct(bits, spec.k_a, spec.act_momentum),
+        _scale_clip_act,
         scale_clip=True,
         grouped=True,
+        edge="groups_only",
     ),
     "scale_clip_only": Method(
         _group_quantizer("scale_clip", scale_clip=True),
-        lambda spec, bits: ScaleClipAct(bits, spec.k_a, spec.act_momentum),
+        _scale_clip_act,
         scale_clip=True,
         grouped=False,
+        edge="minmax",
     ),
     "groups_only": Method(
         _group_quantizer(None, scale_clip=False),
@@ -107,3 +117,9 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"method={name!r} is unknown: use one of {sorted(METHODS)}")
     return METHODS[name]
+
+
+def edge_method(name: str) -> Method:
+    """The method of the first and last layers when they take their own bit-width."""
+    method = get_method(name)
+    return get_method(method.edge) if method.edge else method

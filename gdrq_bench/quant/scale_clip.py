@@ -1,4 +1,10 @@
-"""Scale-Clip: clip thresholds that are a multiple of a statistic of the tensor itself."""
+"""Scale-Clip: clip thresholds that are a multiple of a statistic of the tensor itself.
+
+Two ways to apply the weight clip during training ([choice], METHOD.md section 3):
+`clamp` clips in the forward pass only, so the stored weights keep their values beyond T;
+`project` writes the clip into the stored weights before each training forward, so the network
+itself is reshaped and a clipped weight that the loss pushes inward moves back inside.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import torch
 from torch import Tensor
 
 WEIGHT_STATS = ("mean_abs", "std")
+CLIP_STYLES = ("clamp", "project")
 
 
 def filter_statistic(weight: Tensor, stat: str = "mean_abs") -> Tensor:
@@ -28,7 +35,20 @@ def weight_threshold(weight: Tensor, k: float, stat: str = "mean_abs") -> Tensor
     return k * tensor_statistic(weight, stat)
 
 
-def scale_clip_weight(weight: Tensor, k: float, stat: str = "mean_abs") -> Tensor:
-    """clamp(W, -T, T) with T = k * s(W); gradient 1 inside the clip, 0 outside."""
+def scale_clip_weight(
+    weight: Tensor, k: float, stat: str = "mean_abs", grad_outside: bool = False
+) -> Tensor:
+    """clamp(W, -T, T) with T = k * s(W). Gradient 1 inside the clip; outside it 0, or 1 when
+    `grad_outside` (straight through, so clipped weights keep learning)."""
     threshold = weight_threshold(weight, k, stat)
-    return torch.clamp(weight, -threshold, threshold)
+    clipped = torch.clamp(weight, -threshold, threshold)
+    if grad_outside:
+        return weight + (clipped - weight).detach()
+    return clipped
+
+
+@torch.no_grad()
+def project_weight_(weight: Tensor, k: float, stat: str = "mean_abs") -> Tensor:
+    """Clip the stored weight in place at T = k * s(W) (of the weight before clipping)."""
+    threshold = weight_threshold(weight, k, stat)
+    return weight.clamp_(-threshold, threshold)

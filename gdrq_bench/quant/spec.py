@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gdrq_bench.quant.act_quant import ACT_STATS
 from gdrq_bench.quant.fake_quant import FLOAT_BITS, check_bits
 from gdrq_bench.quant.groups import GROUP_STRATEGIES
-from gdrq_bench.quant.scale_clip import WEIGHT_STATS
+from gdrq_bench.quant.scale_clip import CLIP_STYLES, WEIGHT_STATS
 
 ALPHA_MODES = ("search", "scale_clip", "learned")
 FIRST_LAST_POLICIES = ("fp", "8", "same")
@@ -24,9 +25,10 @@ class QuantSpec:
     groups: int | str = 4  # an int >= 1, or "per_channel"
     group_strategy: str = "sorted"
     alpha: str = "search"
-    k_w: float = 2.0
-    k_a: float = 4.0
+    k_w: float = 3.0
+    k_a: float = 1.0
     weight_stat: str = "mean_abs"
+    act_stat: str = "max_abs"  # Scale-Clip's activation statistic: mean_abs or max_abs
     act_momentum: float = 0.1
     first_last_bits: int | str = 8  # "fp", 8 or "same"
     skip: list[str] = field(default_factory=list)  # fnmatch patterns of module names
@@ -34,6 +36,10 @@ class QuantSpec:
     regroup_every: int = 0  # training steps between regroupings; 0 keeps the first assignment
     search_points: int = 64
     weight_grad: Literal["clip", "pass"] = "clip"  # STE outside the weight clip: 0 or 1
+    clip_style: str = "project"  # Scale-Clip of the weights in training: "clamp" or "project"
+    # Scale-Clip of the weights stays on in QAT (a second clip before the group clip); False
+    # writes it into the weights after the reshape stage (commit_scale_clip)
+    scale_clip_qat: bool = False
 
     def validate(self) -> QuantSpec:
         """Raise ValueError naming the first bad field; return self."""
@@ -51,8 +57,10 @@ class QuantSpec:
             "group_strategy": GROUP_STRATEGIES,
             "alpha": ALPHA_MODES,
             "weight_stat": WEIGHT_STATS,
+            "act_stat": ACT_STATS,
             "first_last_bits": FIRST_LAST_POLICIES,
             "weight_grad": ("clip", "pass"),
+            "clip_style": CLIP_STYLES,
         }
         for name, allowed in choices.items():
             if str(getattr(self, name)) not in allowed:

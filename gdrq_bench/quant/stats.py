@@ -1,14 +1,19 @@
-"""Distribution statistics: kurtosis, the quantized loss QL_p, histograms (METHOD.md 1, 3)."""
+"""Distribution statistics: kurtosis, the quantized loss QL_p, histograms, and how much the
+clips cut off weights and activations (METHOD.md 1, 3)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gdrq_bench.quant.fake_quant import fake_quantize
+from gdrq_bench.quant.convert import quantized_layers
+from gdrq_bench.quant.fake_quant import FLOAT_BITS, fake_quantize
 from gdrq_bench.quant.groups import search_group_alpha
+from gdrq_bench.quant.modes import QUANT
 
 
 def kurtosis(x: Tensor) -> float:
@@ -26,11 +31,30 @@ def quantized_loss(x: Tensor, alpha: Tensor | float, bits: int, p: float = 2.0) 
     return float(torch.linalg.vector_norm(error, p) / torch.linalg.vector_norm(x, p))
 
 
-def optimal_quantized_loss(x: Tensor, bits: int, points: int = 64) -> tuple[float, float]:
-    """(min QL_2 over the clip grid, the clip that reaches it), per tensor."""
+def relative_error(reference: Tensor, x: Tensor) -> float:
+    """||reference - x||_2 / ||reference||_2, in float64."""
+    reference, x = reference.detach().double(), x.detach().double()
+    return float(torch.linalg.vector_norm(reference - x) / torch.linalg.vector_norm(reference))
+
+
+def optimal_quantized_loss(
+    x: Tensor, bits: int, points: int = 64, reference: Tensor | None = None
+) -> tuple[float, float]:
+    """(min QL_2 over the clip grid, the clip that reaches it), per tensor. With `reference`
+    (the stored weights x was clipped from), the loss is ||reference - Q(x)|| / ||reference||:
+    the clip's own error counts."""
     flat = x.detach().double().reshape(1, -1)
-    alpha = search_group_alpha(flat, flat.new_zeros(1, dtype=torch.long), 1, bits, points)[0]
-    return quantized_loss(flat, alpha, bits), float(alpha)
+    target = flat if reference is None else reference.detach().double().reshape(1, -1)
+    alpha = search_group_alpha(flat, flat.new_zeros(1, dtype=torch.long), 1, bits, points, target)
+    quantized = fake_quantize(flat, bits, alpha[0], signed=True)
+    return relative_error(target, quantized), float(alpha[0])
+
+
+def clip_statistics(stored: Tensor, clipped: Tensor) -> dict[str, float]:
+    """How much a clip changed a tensor: the fraction of its elements it moved (`clipped`)
+    and the relative L2 change ||stored - clipped|| / ||stored|| (`clip_l2`)."""
+    moved = (clipped.detach() != stored.detach()).double().mean()
+    return {"clipped": float(moved), "clip_l2": relative_error(stored, clipped)}
 
 
 def histogram(x: Tensor, bins: int = 100) -> tuple[Tensor, Tensor]:
@@ -43,22 +67,71 @@ HISTOGRAM_BINS = 64
 
 
 def layer_weight_stats(qmodel: nn.Module) -> dict[str, dict[str, Any]]:
-    """Kurtosis, best QL_2 (at the layer's weight bits) and a histogram of each quantized
-    layer's weight as its quantizer's current mode sees it: the float weight in `float` mode,
-    the Scale-Clipped weight in `clip` and `quant` modes."""
-    from gdrq_bench.quant.convert import quantized_layers
-
+    """Each quantized layer's weight as its quantizer's current mode sees it (the float
+    weight in `float` mode, the Scale-Clipped weight in `clip` and, while Scale-Clip is on,
+    `quant` mode): kurtosis, histogram, and QL_2 at the layer's weight bits at the best
+    per-tensor clip, measured against the stored weights so that Scale-Clip's own error
+    counts. Where the quantizer clips: the clip's statistics (clip_statistics) against the
+    stored weights, and in `quant` mode `ql2_quantizer`, the error of the layer's own
+    quantizer (its groups and clips) against them. Read in eval mode."""
+    was_training = qmodel.training
+    qmodel.eval()
     stats = {}
     for name, layer in quantized_layers(qmodel):
-        quantizer = layer.weight_quantizer
+        quantizer, stored = layer.weight_quantizer, layer.weight.detach()
         with torch.no_grad():
-            weight = quantizer.effective(layer.weight)
-        bits = quantizer.bits if quantizer.bits != 32 else 8
-        counts, edges = histogram(weight, HISTOGRAM_BINS)
-        stats[name] = {
-            "kurtosis": kurtosis(weight),
-            "ql2": optimal_quantized_loss(weight, bits)[0],
+            seen = quantizer.effective(stored)
+            clipped = quantizer.clipped(stored)
+        bits = quantizer.bits if quantizer.bits != FLOAT_BITS else 8
+        counts, edges = histogram(seen, HISTOGRAM_BINS)
+        entry: dict[str, Any] = {
+            "kurtosis": kurtosis(seen),
+            "ql2": optimal_quantized_loss(seen, bits, reference=stored)[0],
             "bits": float(quantizer.bits),
-            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
         }
+        if clipped is not None:
+            entry.update(clip_statistics(stored, clipped))
+        if quantizer.mode == QUANT and quantizer.bits != FLOAT_BITS:
+            with torch.no_grad():
+                entry["ql2_quantizer"] = relative_error(stored, quantizer(stored))
+        entry["histogram"] = {"counts": counts.tolist(), "edges": edges.tolist()}
+        stats[name] = entry
+    qmodel.train(was_training)
     return stats
+
+
+@contextmanager
+def recording_activation_clips(qmodel: nn.Module) -> Iterator[dict[str, dict[str, float]]]:
+    """Record, while the block runs, how much each quantized layer's input clip cuts off:
+    per layer, the fraction of input values clipped (`act_clipped`) and the fraction of the
+    input's energy sum(x^2) the clip removes, ||x - clip(x)||^2 / ||x||^2
+    (`act_clipped_energy`). The dict it yields is filled when the block ends."""
+    totals: dict[str, list[float]] = {}
+
+    def recorder(name: str):
+        def record(quantizer: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            x = inputs[0].detach()
+            clipped = quantizer.clipped_input(x)
+            sums = totals.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+            sums[0] += x.numel()
+            sums[1] += float((clipped != x).sum())
+            sums[2] += float(x.double().square().sum())
+            sums[3] += float((x - clipped).double().square().sum())
+
+        return record
+
+    handles = [
+        layer.input_quantizer.register_forward_hook(recorder(name))
+        for name, layer in quantized_layers(qmodel)
+    ]
+    stats: dict[str, dict[str, float]] = {}
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, (count, moved, energy, removed) in totals.items():
+            stats[name] = {
+                "act_clipped": moved / max(count, 1),
+                "act_clipped_energy": removed / energy if energy > 0 else 0.0,
+            }

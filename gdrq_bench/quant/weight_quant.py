@@ -17,8 +17,8 @@ from gdrq_bench.quant.fake_quant import (
     quant_step,
 )
 from gdrq_bench.quant.groups import assign_groups, group_max_abs, group_mean_abs, search_group_alpha
-from gdrq_bench.quant.modes import CLIP, FLOAT, QuantizerBase
-from gdrq_bench.quant.scale_clip import filter_statistic, scale_clip_weight
+from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, QuantizerBase
+from gdrq_bench.quant.scale_clip import filter_statistic, scale_clip_weight, weight_threshold
 
 
 def _per_filter(values: Tensor, like: Tensor) -> Tensor:
@@ -66,14 +66,28 @@ class WeightQuantizer(QuantizerBase):
     def forward(self, weight: Tensor) -> Tensor:
         if self.mode == FLOAT:
             return weight
+        self._note_step(weight)
+        if self.new_step:
+            self.start_step(weight)
         reshaped = self.reshape(weight)
         if self.mode == CLIP or self.bits == FLOAT_BITS:
             return reshaped
-        self._note_step(weight)
         alpha = _per_filter(self.filter_alpha(reshaped), reshaped)
         return fake_quantize(
             reshaped, self.bits, alpha, signed=True, grad_outside=self.grad_outside
         )
+
+    def start_step(self, weight: Tensor) -> None:
+        """Called before the first forward of each training step."""
+
+    def commit_scale_clip(self, weight: Tensor) -> None:
+        """Write Scale-Clip into the stored weight and stop applying it (no-op without one)."""
+
+    @torch.no_grad()
+    def clipped(self, weight: Tensor) -> Tensor | None:
+        """The weight after every clip of the current mode, before rounding (Scale-Clip's,
+        then each filter's rounding clip); None where the transform is not a clip."""
+        return None
 
     @torch.no_grad()
     def integer_weight(self, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,7 +104,9 @@ class GroupWeightQuantizer(WeightQuantizer):
     alpha modes: `search` (argmin QL_2 on a grid, redone every `alpha_every` training steps),
     `scale_clip` (k_w * mean|W_g|), `max` (max|W_g|, the minmax baseline) and `learned` (a
     parameter initialised by `search`, or by LSQ's rule when `lsq_init`, trained with the LSQ
-    gradient). `clip_k` turns on Scale-Clip of the weights before grouping.
+    gradient). `clip_k` turns on Scale-Clip of the weights before grouping, applied as
+    `clip_style` says (scale_clip.py); `commit_scale_clip` writes it into the weights and turns
+    it off, so that a reshaped network is quantized by its group clips alone.
     """
 
     def __init__(
@@ -100,8 +116,9 @@ class GroupWeightQuantizer(WeightQuantizer):
         groups: int,
         strategy: str = "sorted",
         alpha_mode: str = "search",
-        k_w: float = 2.0,
+        k_w: float = 3.0,
         clip_k: float | None = None,
+        clip_style: str = "project",
         stat: str = "mean_abs",
         alpha_every: int = 10,
         regroup_every: int = 0,
@@ -111,7 +128,7 @@ class GroupWeightQuantizer(WeightQuantizer):
     ) -> None:
         super().__init__(bits, grad_outside)
         self.groups, self.strategy, self.alpha_mode = groups, strategy, alpha_mode
-        self.k_w, self.clip_k, self.stat = k_w, clip_k, stat
+        self.k_w, self.clip_k, self.clip_style, self.stat = k_w, clip_k, clip_style, stat
         self.alpha_every, self.regroup_every = alpha_every, regroup_every
         self.search_points, self.lsq_init = search_points, lsq_init
         self.register_buffer("group_of", torch.zeros(out_channels, dtype=torch.long))
@@ -119,13 +136,45 @@ class GroupWeightQuantizer(WeightQuantizer):
         self.register_buffer("group_alpha", torch.ones(groups))
         self.register_buffer("alpha_ready", torch.tensor(False))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("scale_clip_on", torch.tensor(clip_k is not None))
+        self.register_buffer("threshold", torch.tensor(0.0))  # T of the last `project` step
         if alpha_mode == "learned":
             self.learned_alpha = nn.Parameter(torch.ones(groups))
 
+    def _scale_clipping(self) -> bool:
+        return self.clip_k is not None and bool(self.scale_clip_on)
+
+    def start_step(self, weight: Tensor) -> None:
+        """`project`: clip the stored weight at this step's T, which the forward then keeps."""
+        if self.clip_style == "project" and self._scale_clipping():
+            self.threshold.copy_(weight_threshold(weight, self.clip_k, self.stat))
+            with torch.no_grad():
+                weight.clamp_(-self.threshold, self.threshold)
+            self._seen = (weakref.ref(weight), weight._version)  # the clip is not a new step
+
     def reshape(self, weight: Tensor) -> Tensor:
-        if self.clip_k is None:
+        if not self._scale_clipping():
             return weight
-        return scale_clip_weight(weight, self.clip_k, self.stat)
+        if self.clip_style == "project" and self.threshold > 0:
+            # the stored weights were clipped at this T: gradient 1 on the clip's ends too
+            return weight + (weight.clamp(-self.threshold, self.threshold) - weight).detach()
+        return scale_clip_weight(weight, self.clip_k, self.stat, self.grad_outside)
+
+    @torch.no_grad()
+    def commit_scale_clip(self, weight: Tensor) -> None:
+        """Write the Scale-Clipped weight into `weight` and stop clipping: from here on the
+        stored weights are the reshaped network, quantized by the group clips alone."""
+        if self._scale_clipping():
+            weight.copy_(self.reshape(weight))
+            self.scale_clip_on.fill_(False)
+
+    @torch.no_grad()
+    def clipped(self, weight: Tensor) -> Tensor:
+        reshaped = self.effective(weight)
+        if self.mode != QUANT or self.bits == FLOAT_BITS:
+            return reshaped
+        alpha = _per_filter(self.filter_alpha(reshaped), reshaped)
+        return torch.minimum(torch.maximum(reshaped, -alpha), alpha)
 
     def _due(self, every: int) -> bool:
         return self.training and self.new_step and every > 0 and int(self.steps) % every == 0
@@ -169,7 +218,8 @@ class GroupWeightQuantizer(WeightQuantizer):
     def extra_repr(self) -> str:
         return (
             f"bits={self.bits}, groups={self.groups}, strategy={self.strategy}, "
-            f"alpha={self.alpha_mode}, scale_clip={self.clip_k}, mode={self.mode}"
+            f"alpha={self.alpha_mode}, scale_clip={self.clip_k} ({self.clip_style}), "
+            f"mode={self.mode}"
         )
 
 

@@ -102,14 +102,21 @@ class ClassificationTask:
     ) -> dict[str, float]:
         k = min(5, self.num_classes)
         correct1 = correct_k = total = 0
+        nll = 0.0
         was_training = model.training
         model.eval()
         with torch.no_grad():
             for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
                 images, labels = pair_to_device(batch, model)
-                hits = model(images).topk(k, dim=1).indices == labels[:, None]
+                logits = model(images)
+                hits = logits.topk(k, dim=1).indices == labels[:, None]
                 correct1 += hits[:, 0].sum().item()
                 correct_k += hits.any(dim=1).sum().item()
+                nll += F.cross_entropy(logits.double(), labels, reduction="sum").item()
                 total += labels.numel()
         model.train(was_training)
-        return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct_k / total}
+        return {
+            "top1": 100.0 * correct1 / total,
+            "top5": 100.0 * correct_k / total,
+            "nll": nll / total,  # validation cross-entropy, nats per image (not in percent)
+        }
