@@ -1,145 +1,212 @@
-"""Accuracy retention on the embedded digits task: every method and Brevitas, one float model.
+"""Accuracy of every method and Brevitas on shared float models, with the noise stated.
 
-    python bench/accuracy.py run [--jobs 2]    # the runs (appends rows to bench/results/)
-    python bench/accuracy.py table             # the tables of RESULTS.md, from those rows
+    python bench/accuracy.py run [--preset bench_fashion] [--jobs 2]
+    python bench/accuracy.py table [--dataset fashion_mnist]
 
-`run` runs the sweep preset conf/sweep/bench_accuracy.yaml (`gdrq-sweep bench_accuracy`), then
-the same grids, bits and seeds once more with Brevitas instead of the project's methods
-(bench/brevitas_qat.py, --jobs processes of one thread each, as the sweep runs its jobs).
-`table` reads bench/results/classification.csv and keeps the latest row of each method,
-bit-width and seed, so a rerun replaces earlier numbers rather than averaging with them.
+`run` takes a sweep preset of conf/sweep/ and runs, in order: the float model of each of its
+models (`gdrq-run bits=32` with the preset's overrides, --jobs at once), so every later run
+finds it in the cache; the preset's grids (`gdrq-sweep PRESET`); the same grids through
+Brevitas (bench/brevitas_qat.py) instead of the project's methods. --jobs processes of one
+thread each, as the sweep runs its jobs.
+
+`table` reads bench/results/classification.csv, keeps the latest row of each data set, model,
+method, bit-width and seed (a rerun replaces earlier numbers), and prints per model: the float
+model, then per bit-width and method the deployed top1 (folded; quantized for Brevitas) as mean
+± sample std (n seeds), the validation NLL, and the difference to GDRQ with its 95% interval
+from a paired bootstrap (`paired_bootstrap`). A difference "exceeds the noise" when its interval
+excludes 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gdrq_bench.quant import METHODS
 from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
-PRESET = "bench_accuracy"
 RESULTS = Path("bench/results/classification.csv")
 BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
 METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
+REFERENCE = "gdrq"
+BOOTSTRAP_DRAWS = 2000
 
 
-def brevitas_commands(jobs: int) -> list[list[str]]:
-    """The preset's grids with Brevitas in place of the methods, one command per run, with
-    the thread count the sweep's jobs get (the float model's cache key holds it)."""
-    preset = load_preset(PRESET)
-    common = [*map(str, preset.overrides), f"trainer.threads={threads_per_job(jobs)}"]
-    commands = []
-    for grid in preset.grids:
+def _common(preset_name: str, jobs: int) -> list[str]:
+    """The preset's overrides and the thread count of its jobs (the float cache key holds it)."""
+    preset = load_preset(preset_name)
+    return [*map(str, preset.overrides), f"trainer.threads={threads_per_job(jobs)}"]
+
+
+def _grid_runs(preset_name: str) -> list[list[str]]:
+    """Every run of the preset's grids as a list of key=value overrides."""
+    runs = []
+    for grid in load_preset(preset_name).grids:
         axes = [[f"{key}={v}" for v in str(values).split(",")] for key, values in grid.items()]
-        axes = [axis for axis in axes if not axis[0].startswith("method=")]
-        for combination in itertools.product(*axes):
-            commands.append([sys.executable, BREVITAS_QAT, *common, *combination])
-    return commands
+        runs += [list(combination) for combination in itertools.product(*axes)]
+    return runs
 
 
-def run(jobs: int) -> None:
-    sweep = [str(Path(GDRQ_RUN).with_name("gdrq-sweep")), PRESET, "--jobs", str(jobs)]
-    if subprocess.run(sweep).returncode != 0:
-        sys.exit("bench/accuracy.py: the sweep failed (its log is above)")
-    commands = brevitas_commands(jobs)
+def float_commands(preset_name: str, jobs: int) -> list[list[str]]:
+    """One float run per model of the preset's grids (the default model if none names one)."""
+    runs = _grid_runs(preset_name)
+    models = sorted({arg for run in runs for arg in run if arg.startswith("model=")})
+    common = [GDRQ_RUN, *_common(preset_name, jobs), "bits=32"]
+    return [[*common, model] for model in models] if models else [common]
+
+
+def brevitas_commands(preset_name: str, jobs: int) -> list[list[str]]:
+    """The preset's grids with Brevitas in place of the methods, one command per run."""
+    common = _common(preset_name, jobs)
+    runs = {tuple(a for a in run if not a.startswith("method=")) for run in _grid_runs(preset_name)}
+    return [[sys.executable, BREVITAS_QAT, *common, *run] for run in sorted(runs)]
+
+
+def _run_all(commands: list[list[str]], jobs: int, what: str) -> None:
     with ThreadPoolExecutor(jobs) as pool:
         codes = list(pool.map(lambda command: subprocess.run(command).returncode, commands))
     failed = [" ".join(c[1:]) for c, code in zip(commands, codes) if code != 0]
     if failed:
-        sys.exit("bench/accuracy.py: Brevitas runs failed: " + "; ".join(failed))
+        sys.exit(f"bench/accuracy.py: {what} failed: " + "; ".join(failed))
 
 
-def latest_rows(results: Path) -> pd.DataFrame:
+def run(preset_name: str, jobs: int) -> None:
+    _run_all(float_commands(preset_name, jobs), jobs, "float runs")
+    sweep = [str(Path(GDRQ_RUN).with_name("gdrq-sweep")), preset_name, "--jobs", str(jobs)]
+    if subprocess.run(sweep).returncode != 0:
+        sys.exit("bench/accuracy.py: the sweep failed (its log is above)")
+    _run_all(brevitas_commands(preset_name, jobs), jobs, "Brevitas runs")
+
+
+def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
     rows = pd.read_csv(results)
+    rows = rows[rows.dataset == dataset].copy()
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
-    return rows.drop_duplicates(["method", "bits", "seed"], keep="last")
+    rows["deployed"] = rows.folded.fillna(rows.quant)  # Brevitas has no folded model
+    return rows.drop_duplicates(["model", "method", "bits", "seed"], keep="last")
 
 
-def _spread(values: pd.Series) -> str:
+def bits_order(bits: pd.Series) -> list[str]:
+    """Widest first: W8A8, W4A4, W3A3, W2A4."""
+    return sorted(bits.unique(), key=lambda b: (-int(b[1:].split("A")[0]), -int(b.split("A")[1])))
+
+
+def correctness(rows: pd.DataFrame) -> np.ndarray | None:
+    """(seeds x images) booleans: each run's final model right on each test image, from the
+    predictions.json of its run directory; None when a run directory is gone."""
+    vectors = []
+    for run_dir in rows.run_dir:
+        path = Path(run_dir) / "predictions.json"
+        if not path.is_file():
+            return None
+        written = json.loads(path.read_text())
+        vectors.append(np.asarray(written["predicted"]) == np.asarray(written["target"]))
+    return np.stack(vectors)
+
+
+def paired_bootstrap(
+    reference: np.ndarray, other: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float, float]:
+    """(difference, low, high): other's mean accuracy over its seeds minus the reference's, in
+    points, with a 95% percentile interval. Each draw resamples the test images (the same
+    images for both: the comparison is paired) and, within each method, its seeds, so the
+    interval holds the test set's sampling noise and, where there are several seeds, the
+    training noise between them."""
+    rng = np.random.default_rng(seed)
+    images = reference.shape[1]
+    differences = np.empty(draws)
+    for draw in range(draws):
+        sample = rng.integers(0, images, images)
+        means = []
+        for correct in (reference, other):
+            seeds = rng.integers(0, len(correct), len(correct))
+            means.append(correct[seeds][:, sample].mean())
+        differences[draw] = means[1] - means[0]
+    low, high = np.percentile(differences, [2.5, 97.5]) * 100
+    return float((other.mean() - reference.mean()) * 100), float(low), float(high)
+
+
+def _spread(values: pd.Series, digits: int = 2) -> str:
     """'mean' for one value, 'mean ± sample std (n)' for several; '—' where not measured."""
     values = values.dropna()
     if values.empty:
         return "—"
     if len(values) == 1:
-        return f"{values.iloc[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std():.2f} ({len(values)})"
+        return f"{values.iloc[0]:.{digits}f} (1)"
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f} ({len(values)})"
 
 
-def bits_order(bits: pd.Series) -> list[str]:
-    """Widest first: W8A8, W4A4, W3A3, W2A4."""
-    return sorted(bits.unique(), key=lambda b: (-int(b[1]), -int(b.split("A")[1])))
+def _versus(reference: np.ndarray | None, group: pd.DataFrame, method: str) -> str:
+    if method == REFERENCE:
+        return "—"
+    other = correctness(group)
+    if reference is None or other is None:
+        return "n/a (run directories gone)"
+    difference, low, high = paired_bootstrap(reference, other)
+    beyond = "**" if low > 0 or high < 0 else ""
+    return f"{beyond}{difference:+.2f} [{low:+.2f}, {high:+.2f}]{beyond}"
 
 
-def accuracy_table(rows: pd.DataFrame) -> str:
-    """Per bit-width and method: float, quantized and folded top1 and the drop (fp - folded;
-    fp - quantized for Brevitas, which has no folded model); mean ± std over seeds."""
+def model_table(rows: pd.DataFrame) -> str:
+    """Per bit-width and method: seeds, deployed top1, NLL, drop, and the difference to GDRQ
+    at that bit-width (bold where its interval excludes 0)."""
     lines = [
-        "| bits | method | seeds | float | quantized | folded | drop |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| bits | method | top1 (n) | NLL | drop | vs GDRQ [95% CI] |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for bits in bits_order(rows.bits):
+    quantized = rows[rows.bits != "W32A32"]
+    for bits in bits_order(quantized.bits):
+        at_bits = quantized[quantized.bits == bits]
+        reference_rows = at_bits[at_bits.method == REFERENCE]
+        reference = correctness(reference_rows) if not reference_rows.empty else None
         for method in METHOD_ORDER:
-            group = rows[(rows.bits == bits) & (rows.method == method)]
+            group = at_bits[at_bits.method == method]
             if group.empty:
                 continue
-            cells = [_spread(group[c]) for c in ("fp", "quant", "folded", "drop")]
-            seeds = ",".join(str(s) for s in sorted(group.seed))
-            lines.append(f"| {bits} | {method} | {seeds} | " + " | ".join(cells) + " |")
+            cells = [
+                _spread(group.deployed),
+                _spread(group.nll, 4) if "nll" in group else "—",
+                _spread(group.fp - group.deployed),
+                _versus(reference, group, method),
+            ]
+            lines.append(f"| {bits} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def deployed_table(rows: pd.DataFrame) -> str:
-    """Method x bit-width: the deployed model's top1 (folded; quantized for Brevitas), mean
-    over seeds, with each cell's rank among the methods at that bit-width."""
-    rows = rows.assign(deployed=rows.folded.fillna(rows.quant))
-    means = rows.groupby(["method", "bits"]).deployed.mean().unstack()
-    columns = [b for b in bits_order(rows.bits) if b in means.columns]
-    ranks = means.rank(ascending=False, method="min")
-    lines = [
-        "| method | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for method in [m for m in METHOD_ORDER if m in means.index]:
-        cells = [
-            f"{means.at[method, b]:.2f} ({ranks.at[method, b]:.0f})"
-            if pd.notna(means.at[method, b])
-            else "—"
-            for b in columns
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def table(results: Path) -> None:
-    rows = latest_rows(results)
-    float_scores = rows.fp.unique()
-    print(
-        f"{len(rows)} runs (latest row of each method, bit-width and seed in {results}); "
-        f"float top1 of the shared model: {', '.join(f'{s:.2f}' for s in float_scores)}; "
-        f"{rows.train_s.sum() / 60:.0f} min of training in all.\n"
-    )
-    print(accuracy_table(rows))
-    print("\nDeployed top1 (folded; Brevitas: quantized), mean over seeds, (rank at that width):\n")
-    print(deployed_table(rows))
+def table(results: Path, dataset: str) -> None:
+    rows = latest_rows(results, dataset)
+    for model, model_rows in rows.groupby("model", sort=False):
+        floats = model_rows[model_rows.bits == "W32A32"]
+        float_line = (
+            f"float top1 {floats.fp.iloc[-1]:.2f}, NLL {floats.nll.iloc[-1]:.4f} "
+            f"(`{floats.command.iloc[-1]}`)"
+            if not floats.empty
+            else f"float top1 {model_rows.fp.iloc[-1]:.2f}"
+        )
+        print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows.\n")
+        print(model_table(model_rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("--preset", default="bench_fashion")
+    parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.action == "run":
-        run(args.jobs)
+        run(args.preset, args.jobs)
     else:
-        table(args.results)
+        table(args.results, args.dataset)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""A Brevitas copy of a float model, quantized the way gdrq-run quantizes it, for the bench.
+"""A Brevitas copy of a float model, quantized where gdrq-run quantizes it, for the bench.
 
 Brevitas (https://github.com/Xilinx/brevitas) is the outside baseline: its QAT layers with its
-own quantizers. The copy follows gdrq-run's first/last-layer policy (method.first_last_bits=8):
-the first and the last conv/linear get 8-bit weights and an 8-bit quantizer on their input;
-every other conv/linear gets `w_bits` weights; every ReLU becomes a QuantReLU of `a_bits`
-except the last one, whose output only reaches the head through its own 8-bit input quantizer
-(in gdrq-run the head quantizes its pooled input at 8 bits and that ReLU's output is float).
+own quantizers. As in gdrq-run, every conv and linear quantizes its weights and its own input,
+and activation functions stay float; the first and the last layer follow gdrq-run's
+method.first_last_bits=8 (8-bit weights and input), every other layer takes `w_bits` weights and
+an `a_bits` input. An input that can be negative (a normalised image, a residual sum, a linear
+bottleneck) gets a signed quantizer, one that cannot (after a ReLU) an unsigned one, read off an
+example batch as gdrq-run reads it off the first batch.
 
 Quantizers (Brevitas' stock ones): weights Int8WeightPerChannelFloat (a float scale per output
-channel from max |w|, narrow signed range) at the layer's bits; activations
-Uint8ActPerTensorFloat (QuantReLU's default: per-tensor scale learned from a percentile
-statistic) at `a_bits`; the first layer's input, a normalised image, signed Int8ActPerTensorFloat.
+channel from max |w|, narrow signed range) at the layer's bits; inputs Uint8ActPerTensorFloat or
+Int8ActPerTensorFloat (a per-tensor scale initialised from a percentile statistic, then
+learned) at the layer's activation bits.
 """
 
 from __future__ import annotations
@@ -41,20 +42,37 @@ def _quant_layer(layer: nn.Conv2d | nn.Linear, bits: int) -> nn.Module:
     return new
 
 
-def brevitas_copy(model: nn.Module, w_bits: int, a_bits: int) -> nn.Module:
+@torch.no_grad()
+def _inputs_can_be_negative(model: nn.Module, layers: list[str], example: Tensor) -> set[str]:
+    """The layers whose input holds a negative value on `example` (model in eval mode)."""
+    negative: set[str] = set()
+    hooks = [
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda _, args, name=name: negative.add(name) if bool((args[0] < 0).any()) else None
+        )
+        for name in layers
+    ]
+    was_training = model.training
+    model.eval()(example)
+    model.train(was_training)
+    for hook in hooks:
+        hook.remove()
+    return negative
+
+
+def brevitas_copy(model: nn.Module, w_bits: int, a_bits: int, example: Tensor) -> nn.Module:
     """A Brevitas-quantized copy of `model` (left untouched); see the module docstring."""
     qmodel = copy.deepcopy(model)
     layers = quantizable_layers(qmodel)
-    edges = {layers[0][0], layers[-1][0]}
-    for index, (name, layer) in enumerate(layers):
-        new = _quant_layer(layer, EDGE_BITS if name in edges else w_bits)
-        if name in edges:
-            input_quant = Int8ActPerTensorFloat if index == 0 else Uint8ActPerTensorFloat
-            new = nn.Sequential(qnn.QuantIdentity(act_quant=input_quant, bit_width=EDGE_BITS), new)
-        qmodel.set_submodule(name, new)
-    relus = [name for name, module in qmodel.named_modules() if type(module) is nn.ReLU]
-    for name in relus[:-1]:
-        qmodel.set_submodule(name, qnn.QuantReLU(bit_width=a_bits))
+    names = [name for name, _ in layers]
+    edges = {names[0], names[-1]}
+    signed = _inputs_can_be_negative(qmodel, names, example)
+    for name, layer in layers:
+        bits = EDGE_BITS if name in edges else a_bits
+        input_quant = Int8ActPerTensorFloat if name in signed else Uint8ActPerTensorFloat
+        quantized = _quant_layer(layer, EDGE_BITS if name in edges else w_bits)
+        wrapped = nn.Sequential(qnn.QuantIdentity(act_quant=input_quant, bit_width=bits), quantized)
+        qmodel.set_submodule(name, wrapped)
     return qmodel.to(next(model.parameters()).device)  # the new quantizers are made on the CPU
 
 

@@ -131,6 +131,9 @@ class TrainerConfig:
     grad_clip: float | None = None  # max gradient norm per step; None: no clipping
     warmup_steps: int = 0  # linear learning-rate warm-up of the fine-tuning stages (reshape, qat)
     max_train_batches: int | None = None  # cap per epoch (smoke tests)
+    # batches per epoch of the fine-tuning stages (reshape, qat), drawn from the shuffled
+    # training set: a fine-tuning budget on large data sets; None: whole epochs
+    finetune_batches: int | None = None
     max_eval_batches: int | None = None
     fold_check_batches: int = 2
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default

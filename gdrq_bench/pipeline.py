@@ -181,6 +181,15 @@ def stage_epochs(cfg: DictConfig, spec: QuantSpec, stage: str) -> int:
     return max(epochs, 0)
 
 
+def stage_batches(trainer: DictConfig, stage: str) -> int | None:
+    """Batches per epoch of a stage: trainer.finetune_batches for the fine-tuning stages
+    (a budget, drawn from the shuffled training set), capped by trainer.max_train_batches
+    (smoke tests); None for whole epochs."""
+    caps = [trainer.max_train_batches, None if stage == "fp" else trainer.finetune_batches]
+    given = [cap for cap in caps if cap is not None]
+    return min(given) if given else None
+
+
 def finetune_epochs(cfg: DictConfig, spec: QuantSpec) -> int:
     """Epochs trained after the float stage (the results row's `finetune_epochs`)."""
     if spec.w_bits == spec.a_bits == FLOAT_BITS:
@@ -235,7 +244,7 @@ class Run:
             lr=stage_cfg.lr,
             optimizer=trainer.optimizer,
             weight_decay=trainer.weight_decay,
-            max_batches=trainer.max_train_batches,
+            max_batches=stage_batches(trainer, stage),
             grad_clip=trainer.grad_clip,
             warmup_steps=0 if stage == "fp" else trainer.warmup_steps,
             progress=trainer.progress,
@@ -462,6 +471,8 @@ def result_row(
         "fp_source": fp_source,
         "skipped_samples": run.task.bad_samples.skipped(),
         "finetune_epochs": finetune_epochs(cfg, spec),
+        # classification: the folded model's validation cross-entropy (nats per image)
+        "nll": round(run.metrics["folded"]["nll"], 6) if "nll" in run.metrics["folded"] else "",
     }
 
 

@@ -48,6 +48,7 @@ COLUMNS = [
     "fp_source",
     "skipped_samples",
     "finetune_epochs",
+    "nll",
 ]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,78 +18,131 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import accuracy
 
 
-def test_brevitas_runs_repeat_the_preset_grids_without_the_method() -> None:
-    commands = accuracy.brevitas_commands(jobs=2)
-    runs = sorted(tuple(arg for arg in c if arg.startswith(("bits=", "seed="))) for c in commands)
+def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
+    floats = accuracy.float_commands("bench_fashion", jobs=2)
+    assert sorted(c[-1] for c in floats) == ["model=mobilenet_v2_cifar", "model=resnet20"]
+    assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
+    commands = accuracy.brevitas_commands("bench_fashion", jobs=2)
+    runs = sorted(
+        tuple(arg for arg in c if arg.startswith(("model=", "bits=", "seed="))) for c in commands
+    )
     expected = [
-        (f"bits={bits}", f"seed={seed}") for bits in ("8", "4", "3", "w2a4") for seed in (0, 1, 2)
+        (f"model={model}", f"bits={bits}", *([f"seed={seed}"] if seeds else []))
+        for model in ("resnet20", "mobilenet_v2_cifar")
+        for bits, seeds in (("8", False), ("3", False), ("4", True), ("w2a4", True))
+        for seed in ((0, 1, 2) if seeds else (0,))
     ]
     assert runs == sorted(expected)
     for command in commands:
         assert command[1].endswith("brevitas_qat.py")
         assert "fp_seed=0" in command and "results_dir=bench/results" in command
         assert not any(arg.startswith("method=") for arg in command)
-        assert any(arg.startswith("trainer.threads=") for arg in command)
+        assert "trainer.threads=1" in command
+
+
+def _predictions(run_dir: Path, correct: np.ndarray) -> str:
+    run_dir.mkdir(parents=True)
+    target = np.arange(len(correct)) % 10
+    predicted = np.where(correct, target, (target + 1) % 10)
+    written = {"target": target.tolist(), "predicted": predicted.tolist()}
+    (run_dir / "predictions.json").write_text(json.dumps(written))
+    return str(run_dir)
 
 
 def _rows(tmp_path: Path) -> Path:
-    """A results table: gdrq at W4A4 with three seeds (and a stale repeat of seed 0),
-    Brevitas at W4A4 (no folded model) and minmax at W8A8."""
-    rows = [
-        ("gdrq", 4, 4, 0, 99.0, 50.0, 50.0),  # stale: replaced by the next seed-0 row
-        ("gdrq", 4, 4, 0, 99.0, 98.0, 97.5),
-        ("gdrq", 4, 4, 1, 99.0, 97.0, 96.5),
-        ("gdrq", 4, 4, 2, 99.0, 96.0, 95.0),
-        ("brevitas", 4, 4, 0, 99.0, 98.5, None),
-        ("minmax", 8, 8, 0, 99.0, 99.0, 99.0),
+    """A results table of 200 test images: gdrq at W4A4 with three seeds (and a stale repeat of
+    seed 0), minmax at W4A4 (one seed, 20 images worse), Brevitas at W4A4 (no folded model),
+    and the float model."""
+    rng = np.random.default_rng(0)
+    base = rng.random(200) < 0.9
+    worse = base.copy()
+    worse[np.flatnonzero(base)[:20]] = False
+    runs = [
+        ("gdrq", 4, 0, 50.0, 50.0, base),  # stale: replaced by the next seed-0 row
+        ("gdrq", 4, 0, 98.0, 97.5, base),
+        ("gdrq", 4, 1, 97.0, 96.5, base),
+        ("gdrq", 4, 2, 96.0, 95.0, base),
+        ("minmax", 4, 0, 90.0, 90.0, worse),
+        ("brevitas", 4, 0, 98.5, None, base),
+        ("gdrq", 32, 0, 99.0, 99.0, base),
     ]
     frame = pd.DataFrame(
-        rows, columns=["method", "w_bits", "a_bits", "seed", "fp", "quant", "folded"]
+        [
+            {
+                "dataset": "fashion_mnist",
+                "model": "resnet20",
+                "method": method,
+                "w_bits": bits,
+                "a_bits": bits,
+                "seed": seed,
+                "fp": 99.0,
+                "quant": quant,
+                "folded": folded,
+                "nll": 0.25,
+                "command": "gdrq-run ...",
+                "run_dir": _predictions(tmp_path / f"run{index}", correct),
+            }
+            for index, (method, bits, seed, quant, folded, correct) in enumerate(runs)
+        ]
     )
-    frame["drop"] = frame.fp - frame.folded.fillna(frame.quant)
-    frame["train_s"] = 60.0
     path = tmp_path / "classification.csv"
     frame.to_csv(path, index=False)
     return path
 
 
-def test_accuracy_table_keeps_the_latest_row_and_gives_mean_and_spread(tmp_path: Path) -> None:
-    rows = accuracy.latest_rows(_rows(tmp_path))
-    table = accuracy.accuracy_table(rows).splitlines()
-    assert [line.split(" | ")[0:2] for line in table[2:]] == [
-        ["| W8A8", "minmax"],
+def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path) -> None:
+    rows = accuracy.latest_rows(_rows(tmp_path), "fashion_mnist")
+    table = accuracy.model_table(rows).splitlines()
+    cells = [line.split(" | ") for line in table[2:]]
+    assert [row[:2] for row in cells] == [
         ["| W4A4", "gdrq"],
+        ["| W4A4", "minmax"],
         ["| W4A4", "brevitas"],
     ]
     folded = [97.5, 96.5, 95.0]
-    gdrq = table[3]
-    expected = f"{statistics.mean(folded):.2f} ± {statistics.stdev(folded):.2f} (3)"
-    assert gdrq.split(" | ")[5] == expected
-    assert gdrq.split(" | ")[2] == "0,1,2"
-    assert table[4].split(" | ")[5] == "—"  # Brevitas has no folded model
-    deployed = accuracy.deployed_table(rows)
-    assert "| brevitas | — | 98.50 (1) |" in deployed  # its quantized model is the deployed one
-    assert f"| gdrq | — | {statistics.mean(folded):.2f} (2) |" in deployed
+    assert cells[0][2] == f"{statistics.mean(folded):.2f} ± {statistics.stdev(folded):.2f} (3)"
+    assert cells[2][2] == "98.50 (1)"  # Brevitas: its quantized model is the deployed one
+    # minmax is right on 20 fewer of the 200 images: -10 points, beyond the noise (bold)
+    assert cells[1][5].startswith("**-10.00 [")
+    assert cells[2][5].startswith("+0.00 [+0.00, +0.00]")
 
 
-def test_brevitas_copy_follows_the_first_last_policy() -> None:
+def test_paired_bootstrap_interval_matches_the_normal_approximation() -> None:
+    """One seed each: the interval is the paired difference's, +-1.96 sd(d) / sqrt(n)."""
+    rng = np.random.default_rng(1)
+    reference = rng.random((1, 4000)) < 0.8
+    other = reference.copy()
+    flip = rng.random(4000) < 0.1
+    other[0, flip] = ~other[0, flip]
+    difference, low, high = accuracy.paired_bootstrap(reference, other, draws=4000)
+    d = other[0].astype(float) - reference[0].astype(float)
+    assert difference == pytest.approx(d.mean() * 100, abs=1e-9)
+    half_width = 1.96 * d.std() / np.sqrt(d.size) * 100
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.1)
+    assert low < difference < high
+
+
+def test_brevitas_copy_quantizes_every_layer_input_as_gdrq_run_does() -> None:
     pytest.importorskip("brevitas", reason="Brevitas is in the bench extra")
     from brevitas import nn as qnn
     from brevitas_models import brevitas_copy, calibrate
 
-    from gdrq_bench.models.cifar_resnet import resnet20
+    from gdrq_bench.models.classifiers import build_classifier
 
     torch.manual_seed(0)
-    model = resnet20(num_classes=10).eval()
-    qmodel = brevitas_copy(model, w_bits=2, a_bits=4)
-    convs = [m for m in qmodel.modules() if isinstance(m, (qnn.QuantConv2d, qnn.QuantLinear))]
-    assert len(convs) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
-    bits = [int(layer.quant_weight().bit_width) for layer in convs]
-    assert bits[0] == bits[-1] == 8 and set(bits[1:-1]) == {2}
-    relus = [m for m in qmodel.modules() if isinstance(m, qnn.QuantReLU)]
-    assert len(relus) == sum(type(m) is nn.ReLU for m in model.modules()) - 1
+    model = build_classifier("mobilenet_v2_cifar", 10, pretrained=False).eval()
     images = torch.randn(8, 3, 32, 32)
+    qmodel = brevitas_copy(model, w_bits=2, a_bits=4, example=images)
+    layers = [m for m in qmodel.modules() if isinstance(m, (qnn.QuantConv2d, qnn.QuantLinear))]
+    assert len(layers) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    bits = [int(layer.quant_weight().bit_width) for layer in layers]
+    assert bits[0] == bits[-1] == 8 and set(bits[1:-1]) == {2}
+    inputs = [m for m in qmodel.modules() if isinstance(m, qnn.QuantIdentity)]
+    assert len(inputs) == len(layers)
+    signed = [bool(m.act_quant.is_signed) for m in inputs]
+    assert signed[0]  # the normalised image
+    assert any(signed[1:]) and not all(signed[1:])  # linear bottlenecks signed, ReLU6 outputs not
     calibrate(qmodel, [images])
     with torch.no_grad():
         assert qmodel.eval()(images).shape == (8, 10)
-    assert any(type(m) is nn.ReLU for m in model.modules())  # the float model is untouched
+    assert not any(isinstance(m, qnn.QuantIdentity) for m in model.modules())  # untouched

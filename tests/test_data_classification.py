@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -182,7 +183,7 @@ class FixedLogits(nn.Module):
         return self.logits[: len(images)]
 
 
-def test_evaluate_top1_top5(digits_root: Path, digits_tree: Path) -> None:
+def test_evaluate_top1_top5(digits_root: Path, digits_tree: Path, tmp_path: Path) -> None:
     task = make_task(digits_root)
     logits = torch.arange(10.0).repeat(4, 1)  # class 9 ranks first, class 0 last
     labels = torch.tensor([9, 7, 5, 0])  # ranks 1, 3, 5, 10
@@ -196,6 +197,10 @@ def test_evaluate_top1_top5(digits_root: Path, digits_tree: Path) -> None:
     assert task.evaluate(model, batches) == pytest.approx(expected, rel=1e-12)
     first = {"top1": 25.0, "top5": 75.0, "nll": log_sum - (9 + 7 + 5 + 0) / 4}
     assert task.evaluate(model, batches, max_batches=1) == pytest.approx(first, rel=1e-12)
+    predictions = tmp_path / "predictions.json"
+    task.evaluate(model, batches, predictions_path=predictions)
+    written = json.loads(predictions.read_text())
+    assert written == {"target": [9, 7, 5, 0, 9, 7], "predicted": [9] * 6}
     assert model.training
 
 

@@ -1,4 +1,5 @@
-"""Classifier builders by name: torchvision's ImageNet models and the CIFAR-style ResNet-20."""
+"""Classifier builders by name: torchvision's ImageNet models and the 32x32 (CIFAR-style)
+ResNet-20 and MobileNetV2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 from torchvision import models
 
 from gdrq_bench.errors import ConfigError
+from gdrq_bench.models.cifar_mobilenet import mobilenet_v2_cifar
 from gdrq_bench.models.cifar_resnet import resnet20
 from gdrq_bench.models.weights import torchvision_weights_dir
 
@@ -19,7 +21,9 @@ TORCHVISION_HEADS = {
     "vgg16_bn": "classifier.6",
     "mobilenet_v2": "classifier.1",
 }
-CLASSIFIER_NAMES = (*TORCHVISION_HEADS, "resnet20")
+# networks for 32x32 inputs, built from scratch (no pretrained weights exist for them)
+SMALL_IMAGE_MODELS = {"resnet20": resnet20, "mobilenet_v2_cifar": mobilenet_v2_cifar}
+CLASSIFIER_NAMES = (*TORCHVISION_HEADS, *SMALL_IMAGE_MODELS)
 IMAGENET_CLASSES = 1000
 
 
@@ -39,8 +43,8 @@ def build_classifier(
     """pretrained loads torchvision's default ImageNet weights (kept in weights_dir/checkpoints,
     torch's hub cache if None) and then swaps the head when num_classes is not 1000."""
     check_classifier(name, pretrained)
-    if name == "resnet20":
-        return resnet20(num_classes)
+    if name in SMALL_IMAGE_MODELS:
+        return SMALL_IMAGE_MODELS[name](num_classes)
     if not pretrained:
         return models.get_model(name, num_classes=num_classes)
     with torchvision_weights_dir(weights_dir):

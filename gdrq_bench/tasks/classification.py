@@ -1,4 +1,5 @@
-"""Image classification on ImageFolder trees (ImageNet, any ImageFolder, the embedded digits)."""
+"""Image classification on ImageFolder trees (ImageNet, any ImageFolder, the embedded digits)
+and on Fashion-MNIST's IDX files."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from torchvision import transforms as T
 from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
 from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.digits import prepare_digits
+from gdrq_bench.data.fashion_mnist import load_fashion_mnist
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
-from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device
+from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device, write_json
 
-DATASET_NAMES = ("digits", "imagenet", "imagefolder")
-PRESETS = ("small", "imagenet")
+DATASET_NAMES = ("digits", "fashion_mnist", "imagenet", "imagefolder")
+PRESETS = ("small", "fashion", "imagenet")
+FASHION_SIDE = 28  # Fashion-MNIST's images are 28x28
 
 
 def build_transforms(dataset: ClassificationDatasetConfig) -> tuple[T.Compose, T.Compose]:
@@ -33,6 +36,12 @@ def build_transforms(dataset: ClassificationDatasetConfig) -> tuple[T.Compose, T
     elif dataset.preset == "small":  # no flip: digits are not mirror-symmetric
         train = [T.Resize(size), T.RandomCrop(size, padding=size // 8)]
         val = [T.Resize(size), T.CenterCrop(size)]  # the crop only matters for non-square images
+    elif dataset.preset == "fashion":  # greyscale 28x28, zero-padded to `size`; clothes flip
+        if size < FASHION_SIDE:
+            raise ConfigError(f"dataset.image_size={size}: the fashion preset pads 28x28 images")
+        pad = [T.Grayscale(num_output_channels=3), T.Pad((size - FASHION_SIDE) // 2)]
+        train = [*pad, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip()]
+        val = [*pad, T.CenterCrop(size)]  # the crop only matters for an odd size difference
     else:
         raise ConfigError(f"dataset.preset={dataset.preset}: unknown; valid: {', '.join(PRESETS)}")
     tail = [T.ToTensor(), T.Normalize(list(dataset.mean), list(dataset.std))]
@@ -59,11 +68,15 @@ class ClassificationTask:
             )
         train_transform, eval_transform = build_transforms(dataset)
         root = Path(dataset.root).expanduser()
-        if dataset.name == "digits":
-            root = prepare_digits(root, dataset.image_size)
-        self.train_set = load_imagefolder(root, dataset.train_split, train_transform)
-        self.eval_set = load_imagefolder(root, dataset.val_split, eval_transform)
-        check_same_classes(self.train_set, self.eval_set)
+        if dataset.name == "fashion_mnist":  # the standard 60k/10k split of the IDX files
+            self.train_set = load_fashion_mnist(root, cache_dir, True, train_transform)
+            self.eval_set = load_fashion_mnist(root, cache_dir, False, eval_transform)
+        else:
+            if dataset.name == "digits":
+                root = prepare_digits(root, dataset.image_size)
+            self.train_set = load_imagefolder(root, dataset.train_split, train_transform)
+            self.eval_set = load_imagefolder(root, dataset.val_split, eval_transform)
+            check_same_classes(self.train_set, self.eval_set)
         self.num_classes = len(self.train_set.classes)
         self.pretrained_complete = model.pretrained and self.num_classes == IMAGENET_CLASSES
         self.dataset_config, self.model_config, self.trainer_config = dataset, model, trainer
@@ -98,23 +111,32 @@ class ClassificationTask:
         model: nn.Module,
         loader: DataLoader,
         max_batches: int | None = None,
-        predictions_path: Path | None = None,  # top-1/top-5 only: nothing per image to write
+        predictions_path: Path | None = None,
     ) -> dict[str, float]:
+        """top1, top5 and the cross-entropy `nll`; with predictions_path, each image's label
+        and top-1 prediction (in loader order) go there, for paired tests between models."""
         k = min(5, self.num_classes)
         correct1 = correct_k = total = 0
         nll = 0.0
+        targets: list[int] = []
+        predicted: list[int] = []
         was_training = model.training
         model.eval()
         with torch.no_grad():
             for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
                 images, labels = pair_to_device(batch, model)
                 logits = model(images)
-                hits = logits.topk(k, dim=1).indices == labels[:, None]
+                top = logits.topk(k, dim=1).indices
+                hits = top == labels[:, None]
+                targets += labels.tolist()
+                predicted += top[:, 0].tolist()
                 correct1 += hits[:, 0].sum().item()
                 correct_k += hits.any(dim=1).sum().item()
                 nll += F.cross_entropy(logits.double(), labels, reduction="sum").item()
                 total += labels.numel()
         model.train(was_training)
+        if predictions_path is not None:
+            write_json(predictions_path, {"target": targets, "predicted": predicted})
         return {
             "top1": 100.0 * correct1 / total,
             "top5": 100.0 * correct_k / total,

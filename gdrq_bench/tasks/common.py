@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +56,13 @@ def pair_to_device(batch: Any, model: nn.Module) -> tuple[Tensor, Tensor]:
     device = device_of(model)
     inputs, targets = batch
     return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write `value` as JSON to `path` atomically (a reader never sees half a file)."""
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -3,8 +3,6 @@ protocol) and the embedded shapes scenes, which are read through the same two lo
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from gdrq_bench.models.detectors import (
     build_detector,
     check_detector,
 )
-from gdrq_bench.tasks.common import device_of, eval_batches, make_loader
+from gdrq_bench.tasks.common import device_of, eval_batches, make_loader, write_json
 
 DATASET_NAMES = ("shapes", "coco", "voc")
 FORMATS = ("coco", "voc")
@@ -145,9 +143,7 @@ class DetectionTask:
             for result in self._coco_results(target, detection)
         ]
         if predictions_path is not None:
-            partial = predictions_path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(json.dumps(results))
-            os.replace(partial, predictions_path)
+            write_json(predictions_path, results)
         if isinstance(self.eval_set, CocoDetectionSet):
             image_ids = [int(target["image_id"]) for target in targets]
             return coco_bbox_stats(self.eval_set.coco, results, image_ids)
