@@ -39,10 +39,11 @@ from gdrq_bench.pipeline import (
     build_spec,
     build_task,
     result_row,
+    row_table,
     seed_stage,
     stage_fp,
 )
-from gdrq_bench.results import append_row, table_path
+from gdrq_bench.results import append_row
 from gdrq_bench.run_logger import RunLogger
 
 CALIBRATION_BATCHES = 8
@@ -83,7 +84,7 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     row = result_row(run, fp_source, {}, None, command)
     row.update(method="brevitas", groups="per_channel", group_strategy="", alpha_mode="")
     row.update(k_w="", k_a="", folded="")
-    append_row(table_path(Path(cfg.results_dir), task.name), row)
+    append_row(row_table(cfg, task.name), row)
     checkpoints.finish()
     log.info(
         "brevitas W%dA%d: fp %.2f, quant %.2f", spec.w_bits, spec.a_bits, row["fp"], row["quant"]

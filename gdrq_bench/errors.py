@@ -2,7 +2,27 @@
 
 
 class GdrqError(Exception):
-    """Base of every error caused by bad input rather than a bug."""
+    """Base of every error caused by bad input rather than a bug.
+
+    An error raised in a data-loader worker process comes back to the main process as the
+    same class built from torch's report, "Caught X in DataLoader worker process N.
+    Original Traceback ... module.X: <message>": it keeps the original one-line message.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(_own_message(str(message)), *args)
+
+
+WORKER_REPORT = "in DataLoader worker process"
+
+
+def _own_message(message: str) -> str:
+    """The worker's original message out of torch's report; any other message unchanged."""
+    first, *rest = message.splitlines() or [""]
+    if not (first.startswith("Caught ") and WORKER_REPORT in first and rest):
+        return message
+    last = next(line for line in reversed(rest) if line.strip())
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 class ConfigError(GdrqError):

@@ -35,6 +35,7 @@ from gdrq_bench.data.bad_samples import SKIP_LOG, BadSamplePolicy
 from gdrq_bench.engine import train_stage
 from gdrq_bench.errors import ConfigError, DataError, check_choice
 from gdrq_bench.output_dirs import check_output_dirs
+from gdrq_bench.presets import presets_extending
 from gdrq_bench.quant import (
     CLIP,
     FLOAT,
@@ -124,15 +125,14 @@ TASK_NAMES = ("classification", "detection", "segmentation")
 
 
 def _check_dataset_schema(cfg: DictConfig) -> None:
-    """A data set preset of another task (dataset=digits with task=detection) is refused here
-    rather than failing later on a missing key."""
+    """A data set preset of another task (dataset=digits with task=detection) is refused here,
+    naming the presets the task takes, rather than failing later on a missing key."""
     expected = f"{cfg.task.name.capitalize()}DatasetConfig"
-    found = OmegaConf.get_type(cfg.dataset).__name__
-    if found != expected:
+    if OmegaConf.get_type(cfg.dataset).__name__ != expected:
+        valid = presets_extending("dataset", f"{cfg.task.name}_schema")
         raise ConfigError(
-            f"dataset.name={cfg.dataset.name} is not a {cfg.task.name} data set "
-            f"(its preset extends {found}); choose a dataset= preset of conf/dataset/ "
-            f"that extends {cfg.task.name}_schema"
+            f"dataset.name={cfg.dataset.name} is not a {cfg.task.name} data set; "
+            f"task={cfg.task.name} takes dataset= one of {', '.join(valid)}"
         )
 
 
@@ -209,6 +209,8 @@ class Run:
     device: torch.device
     train_seconds: float = 0.0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    fp_hash: str = ""  # the float model's weights_hash
+    eval_samples: int = 0  # samples in the last evaluation
 
     def train(self, model: nn.Module, stage: str) -> None:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's
@@ -259,9 +261,9 @@ class Run:
         if not distributed.is_main():  # rank 0 scores the whole evaluation set alone
             return float("nan")
         predictions = self.run_dir / ("predictions.json" if final else f"predictions_{name}.json")
-        metrics = self.task.evaluate(
-            model, self.task.eval_loader(), self.cfg.trainer.max_eval_batches, predictions
-        )
+        loader = self.task.eval_loader()
+        self.eval_samples = len(loader.dataset)
+        metrics = self.task.evaluate(model, loader, self.cfg.trainer.max_eval_batches, predictions)
         self.metrics[name] = metrics
         self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
         shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
@@ -289,8 +291,9 @@ AFTER_FLOAT_TASK_KEYS = ("quantize", "voc_ap")
 
 
 # Bump when a code change alters the float model a config trains (2: BatchNorm momentum of
-# models trained from scratch), so caches made before it are not reused.
-FLOAT_CACHE_VERSION = 2
+# models trained from scratch; 3: the thread and process counts in effect, not the configured
+# ones), so caches made before it are not reused.
+FLOAT_CACHE_VERSION = 3
 
 
 def float_cache_key(cfg: DictConfig) -> str:
@@ -312,7 +315,10 @@ def float_cache_key(cfg: DictConfig) -> str:
             trainer.batch_size,
             trainer.max_train_batches,
             trainer.grad_clip,
-            trainer.threads,  # the thread count changes CPU rounding, so the trained weights
+            # the thread count in effect changes CPU rounding, so the trained weights; the
+            # process count the batches (batch_size is per process)
+            torch.get_num_threads(),
+            distributed.world_size(),
         ],
         "seed": cfg.fp_seed,
     }
@@ -350,9 +356,26 @@ def _load_checkpoint(model: nn.Module, path: str, model_name: str) -> None:
     model.load_state_dict(state)
 
 
+def weights_hash(model: nn.Module) -> str:
+    """A content hash of a model's parameters and buffers: rows that share a float model
+    share it, whatever the cache or checkpoint it came from."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     """The float model (built by the task) and where its weights came from: checkpoint,
-    pretrained, cache or trained here (from pretrained weights where they cover only a part)."""
+    pretrained, cache or trained here (from pretrained weights where they cover only a part);
+    its weights_hash goes to run.fp_hash."""
+    model, source = _float_weights(run, model)
+    run.fp_hash = weights_hash(model)
+    return model, source
+
+
+def _float_weights(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     cfg = run.cfg
     if cfg.model.checkpoint:
         _load_checkpoint(model, cfg.model.checkpoint, cfg.model.name)
@@ -473,7 +496,17 @@ def result_row(
         "finetune_epochs": finetune_epochs(cfg, spec),
         # classification: the folded model's validation cross-entropy (nats per image)
         "nll": round(run.metrics["folded"]["nll"], 6) if "nll" in run.metrics["folded"] else "",
+        "fp_hash": run.fp_hash,
+        "eval_samples": run.eval_samples,
     }
+
+
+def row_table(cfg: DictConfig, task: str) -> Path:
+    """The table a run's row goes to: results_dir/<task>.csv, or results_dir/debug/<task>.csv
+    for a run on capped batches (trainer.max_train_batches or max_eval_batches, as in
+    trainer=smoke), which gdrq-board does not read."""
+    capped = cfg.trainer.max_train_batches is not None or cfg.trainer.max_eval_batches is not None
+    return table_path(Path(cfg.results_dir), task, debug=capped)
 
 
 def stage_report(
@@ -490,7 +523,7 @@ def stage_report(
         for name, values in run.metrics.items()
     }
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    append_row(table_path(Path(run.cfg.results_dir), run.task.name), row)  # last: the commit
+    append_row(row_table(run.cfg, run.task.name), row)  # last: the commit
     log.info("summary\n%s", summary_table(row))
     if not run.spec.w_bits == run.spec.a_bits == FLOAT_BITS:
         log.info("%s by stage: %s", run.task.metric, stage_trail(run.metrics, run.task.metric))

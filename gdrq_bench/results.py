@@ -49,11 +49,17 @@ COLUMNS = [
     "skipped_samples",
     "finetune_epochs",
     "nll",
+    "fp_hash",
+    "eval_samples",
 ]
 
 
-def table_path(results_dir: str | Path, task: str) -> Path:
-    return Path(results_dir) / f"{task}.csv"
+DEBUG_DIR = "debug"  # rows of runs on capped batches: not read by gdrq-board
+
+
+def table_path(results_dir: str | Path, task: str, debug: bool = False) -> Path:
+    directory = Path(results_dir) / DEBUG_DIR if debug else Path(results_dir)
+    return directory / f"{task}.csv"
 
 
 def _encode(values: list[object]) -> str:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gdrq_bench.results import table_path
+
 GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
 
 
@@ -37,7 +39,8 @@ def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
 
 
 def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, str]]:
-    table = tmp_path / "results" / f"{task}.csv"
+    """The rows of tmp_path/results: smoke runs (capped batches) write to its debug/ table."""
+    table = table_path(tmp_path / "results", task, debug=True)
     if not table.exists():
         return []
     with table.open(newline="") as handle:

@@ -1,13 +1,23 @@
-"""Equal fine-tuning budgets (trainer.equal_budget): every method trains as many epochs after
-the float stage; one without a reshape stage spends them all in QAT."""
+"""In-process checks of the run's bookkeeping: equal fine-tuning budgets (trainer.equal_budget:
+every method trains as many epochs after the float stage; one without a reshape stage spends
+them all in QAT), the float model's cache key and identity."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from gdrq_bench.cli import CONFIG_DIR
-from gdrq_bench.pipeline import build_spec, finetune_epochs, stage_epochs
+from gdrq_bench.pipeline import (
+    build_spec,
+    finetune_epochs,
+    float_cache_key,
+    stage_epochs,
+    weights_hash,
+)
 
 
 def _config(*overrides: str):
@@ -39,3 +49,28 @@ def test_every_method_fine_tunes_the_same_epochs(method, equal, reshape, qat):
 def test_a_float_run_fine_tunes_nothing():
     cfg = _config("bits='32'")
     assert finetune_epochs(cfg, build_spec(cfg)) == 0
+
+
+def test_float_cache_key_holds_the_thread_count_in_effect() -> None:
+    """The thread count changes CPU rounding, so the float model: the key follows the count in
+    effect, whether set by trainer.threads or left to torch (OMP_NUM_THREADS)."""
+    default, explicit = _config(), _config("trainer.threads=1")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = float_cache_key(default)
+        assert float_cache_key(explicit) == one  # the same count, said or not
+        torch.set_num_threads(2)
+        assert float_cache_key(default) != one
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_weights_hash_tells_float_models_apart() -> None:
+    torch.manual_seed(0)
+    first = torch.nn.Linear(3, 2)
+    same = copy.deepcopy(first)
+    assert weights_hash(first) == weights_hash(same) and len(weights_hash(first)) == 12
+    with torch.no_grad():
+        same.bias[0] += 1e-6
+    assert weights_hash(first) != weights_hash(same)

@@ -43,6 +43,9 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
         f"gdrq-run trainer=smoke results_dir={tmp_path / 'results'} logger=none seed=3"
     )
     assert row["fp_source"] == "trained"
+    table = tmp_path / "results" / "debug" / "classification.csv"  # a smoke run: not published
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == f"gdrq-run: row appended to {table}; run directory {row['run_dir']}"
     run_dir = Path(row["run_dir"])
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "gdrq_run.log").is_file()

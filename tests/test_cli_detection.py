@@ -193,6 +193,7 @@ def test_truncated_image_is_skipped_and_counted(tmp_path: Path, cache_dir: Path)
         "dataset.train_split=val",
         "dataset.val_split=val",
         "dataset.num_workers=0",
+        "trainer.max_eval_batches=null",  # every validation image, the broken one included
     )
     failed = gdrq_run(tmp_path, cache_dir, *SMALL, *coco)
     assert_failed_cleanly(failed, tmp_path, "detection", str(image))

@@ -162,5 +162,6 @@ def test_fold_is_exact_on_the_logits_at_w4a4(head: str, backbone: str) -> None:
 
 def test_wrong_task_for_the_dataset_names_the_key(tmp_path: Path, cache_dir: Path) -> None:
     result = gdrq_run(tmp_path, cache_dir, *SMALL, "dataset=shapes")
-    named = "dataset.name=shapes is not a segmentation data set"
+    named = "dataset.name=shapes is not a segmentation data set; task=segmentation takes "
+    named += "dataset= one of shapes_seg, voc_seg"
     assert_failed_cleanly(result, tmp_path, "segmentation", named)

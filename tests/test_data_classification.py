@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import urllib.error
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from gdrq_bench.errors import ConfigError, DataError
 from gdrq_bench.models.cifar_resnet import resnet20
 from gdrq_bench.models.classifiers import CLASSIFIER_NAMES, build_classifier
 from gdrq_bench.tasks.classification import ClassificationTask
+from gdrq_bench.tasks.common import evaluation_subset
 
 SIZE = 16
 
@@ -229,3 +231,35 @@ def test_task_config_errors(tmp_path: Path, digits_root: Path) -> None:
         DataError, match=re.escape(f"dataset root {tmp_path / 'imagenet'} does not exist")
     ):
         make_task(tmp_path / "imagenet", name="imagenet")
+
+
+def test_evaluation_subset_is_random_seeded_and_the_same_every_time() -> None:
+    """trainer.max_eval_batches: a fixed random subset, not the first batches of a data set
+    sorted by class (ImageFolder's order), where a smoke run scored exactly 0 or 56.25."""
+    labels = sorted(list(range(10)) * 30)  # 300 samples sorted by class
+    dataset = [(index, label) for index, label in enumerate(labels)]
+    subset = evaluation_subset(dataset, batches=2, batch_size=16)
+    chosen = [dataset_index for dataset_index, _ in (subset[i] for i in range(len(subset)))]
+    assert len(chosen) == 32 and chosen == sorted(chosen)
+    assert len({labels[i] for i in chosen}) >= 8  # drawn across the classes
+    again = evaluation_subset(dataset, batches=2, batch_size=16)
+    assert [again[i][0] for i in range(len(again))] == chosen
+    assert evaluation_subset(dataset, batches=None, batch_size=16) is dataset
+    assert evaluation_subset(dataset, batches=100, batch_size=16) is dataset  # covers it all
+
+
+def test_pretrained_weights_offline_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(url: str, destination: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ConfigError) as error:
+        build_classifier("resnet18", 10, pretrained=True, weights_dir=tmp_path / "weights")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "resnet18-f37072fd.pth" in message and "could not be downloaded" in message
+    assert str(tmp_path / "weights" / "checkpoints") in message and "TORCH_HOME" in message
+    assert "Name or service not known" in message

@@ -262,9 +262,21 @@ def test_coco_shifted_box_matches_direct_cocoeval() -> None:
     assert stats["bbox_ap50"] == pytest.approx(100.0)
 
 
-def test_coco_empty_predictions_give_zeros() -> None:
+def test_coco_empty_predictions_score_as_pycocotools_scores_nothing_found() -> None:
+    """0 where there is ground truth to find, -100 (COCOeval's -1) where a stat has none."""
+    gt = _coco_gt()
+    nothing = COCO()
+    nothing.dataset = {**_coco_dataset(), "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        nothing.createIndex()
+        ev = COCOeval(gt, nothing, iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    expected = {name: 100.0 * v for name, v in zip(STAT_NAMES, ev.stats)}
     stats = coco_bbox_stats(_coco_gt(), [])
-    assert stats == dict.fromkeys(STAT_NAMES, 0.0)
+    assert stats == expected
+    assert stats["bbox_ap"] == 0.0 and -100.0 in stats.values()
 
 
 def test_coco_from_files_and_quiet(tmp_path, capsys) -> None:

@@ -49,18 +49,23 @@ def _truncate(image: Path) -> None:
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("fault", ["garbage", "truncated"])
+@pytest.mark.parametrize(("fault", "workers"), [("garbage", 0), ("truncated", 0), ("garbage", 1)])
 def test_unreadable_image_fails_by_default_naming_the_file(
-    tmp_path: Path, cache_dir: Path, tree: Path, fault: str
+    tmp_path: Path, cache_dir: Path, tree: Path, fault: str, workers: int
 ) -> None:
+    """One line, also when a loader worker process met the image (torch reports that as
+    "Caught ... in DataLoader worker process 0" and a traceback)."""
     image = _first_image(tree, "train")
     if fault == "garbage":
         image.write_bytes(b"not an image")
     else:
         _truncate(image)
-    result = gdrq_run(tmp_path, cache_dir, *FOLDER, f"dataset.root={tree}")
+    overrides = (*FOLDER, f"dataset.num_workers={workers}", f"dataset.root={tree}")
+    result = gdrq_run(tmp_path, cache_dir, *overrides)
     assert_failed_cleanly(result, tmp_path, "classification", str(image))
     assert "dataset.on_bad_sample=skip" in result.stderr
+    assert "worker process" not in result.stderr and "Traceback" not in result.stderr
+    assert f"cannot read image {image}" in (tmp_path / "run" / "gdrq_run.log").read_text()
 
 
 @pytest.mark.slow
@@ -125,6 +130,10 @@ def test_empty_root_or_missing_split_names_the_folder(
         ("dataset.on_bad_sample=ignore", "dataset.on_bad_sample=ignore"),
         ("trainer.epochs=3", "Key 'epochs' not in 'TrainerConfig'"),
         ("trainer.fp.epochs=two", "trainer.fp.epochs=two"),
+        ("bit=4", "Key 'bit' not in 'Config'; did you mean bits?"),
+        ("+bit=2", "+bit=2 adds the key 'bit', which nothing reads; did you mean bits?"),
+        ("+trainer.epoch=3", "+trainer.epoch=3 adds the key 'trainer.epoch'"),
+        ("+unknown=1", "+unknown=1 adds the key 'unknown', which nothing reads"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(

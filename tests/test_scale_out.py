@@ -55,13 +55,17 @@ def test_joblib_grid_writes_four_rows_and_the_board_reads_them(tmp_path: Path) -
     assert sorted(row["fp_source"] for row in rows) == ["cache", "cache", "cache", "trained"]
     assert len({row["fp"] for row in rows}) == 1
 
-    board = _run([str(BIN / "gdrq-board"), "--results", str(tmp_path / "results")], tmp_path)
+    assert "gdrq-run: the multirun wrote 4 row(s):" in sweep.stdout  # one table at the end
+    # smoke rows go to results/debug/, which the board reads only when pointed at it
+    debug = tmp_path / "results" / "debug"
+    # --include-dirty: this test's rows are -dirty whenever the checkout has uncommitted changes
+    board = _run([str(BIN / "gdrq-board"), "--results", str(debug), "--include-dirty"], tmp_path)
     assert board.returncode == 0, board.stderr[-3000:]
-    leaderboard = (tmp_path / "results" / "leaderboard.md").read_text()
+    leaderboard = (debug / "leaderboard.md").read_text()
     for row in rows:
         assert f"`{row['command']}`" in leaderboard
     for name in ("score_vs_bits", "kurtosis", "weight_histogram"):
-        image = tmp_path / "results" / f"classification_{name}.png"
+        image = debug / f"classification_{name}.png"
         assert image.read_bytes()[:8] == PNG_MAGIC, name
 
 
@@ -91,6 +95,11 @@ def test_torchrun_with_two_cpu_processes_writes_one_row(tmp_path: Path) -> None:
         "gdrq_run.log",
         "layer_stats.json",
         "metrics.json",
+        "predictions.json",
+        "predictions_fp.json",
+        "predictions_quant.json",
+        "predictions_reshape.json",
+        "predictions_round.json",
         "wandb",
         "weight_histogram.png",
     ]

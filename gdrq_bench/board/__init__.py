@@ -17,15 +17,20 @@ def build_board(
     models: list[str] | None = None,
     methods: list[str] | None = None,
     layer: str | None = None,
+    include_dirty: bool = False,
 ) -> list[Path]:
-    """Write leaderboard.md and the plots of the selected rows; the files written."""
+    """Write leaderboard.md and the plots of the selected rows; the files written. Rows from
+    uncommitted code are left out unless `include_dirty` (a local experiment's board)."""
     rows = select(read_results(results_dir), task=tasks, model=models, method=methods)
     if rows.empty:
         raise ValueError("no results row matches the filters")
+    dirty_included = int(rows.dirty.sum()) if include_dirty else 0
+    if include_dirty:
+        rows = rows.assign(dirty=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "leaderboard.md"]
-    written[0].write_text(leaderboard_markdown(rows))
-    for task, task_rows in rows.groupby("task"):
+    written[0].write_text(leaderboard_markdown(rows, dirty_included))
+    for task, task_rows in rows[~rows.dirty].groupby("task"):  # -dirty rows: not plotted
         quantized = task_rows[task_rows.method != "float"]
         if not quantized.empty:
             figure = plots.score_against_bits(task_rows)
@@ -50,10 +55,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", action="append", help="only this model (repeatable)")
     parser.add_argument("--method", action="append", help="only this method (repeatable)")
     parser.add_argument("--layer", default=None, help="histogram layer (default: the middle one)")
+    parser.add_argument(
+        "--include-dirty",
+        action="store_true",
+        help="also rows from uncommitted code (-dirty), for a local experiment's board",
+    )
     args = parser.parse_args(argv)
     try:
         written = build_board(
-            args.results, args.out or args.results, args.task, args.model, args.method, args.layer
+            args.results,
+            args.out or args.results,
+            args.task,
+            args.model,
+            args.method,
+            args.layer,
+            args.include_dirty,
         )
     except (OSError, ValueError) as error:
         sys.exit(f"gdrq-board: error: {error}")

@@ -1,7 +1,15 @@
-"""The leaderboard: results/*.csv read with pandas, the best row of each configuration kept."""
+"""The leaderboard: results/*.csv read with pandas, the rows of each configuration averaged.
+
+A configuration is a command line up to its seed, on one float model: rows that differ only in
+`seed=` are its repeats, and their folded scores are averaged (mean, sample std, count). Rows
+of different commands, trainers or float models are never mixed, and rows from uncommitted
+code (`git_sha` ending in -dirty) are left out.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -9,25 +17,32 @@ import pandas as pd
 from gdrq_bench.results import COLUMNS
 
 FLOAT_BITS = 32
-# One leaderboard line per configuration: the best folded score among its rows (seeds, reruns).
-CONFIGURATION = ["task", "dataset", "model", "w_bits", "a_bits", "method", "groups"]
+SEED = re.compile(r"\s+seed=\d+(?=\s|$)")
+CONFIGURATION = ["task", "dataset", "model", "bits", "method", "groups", "setup", "float_model"]
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
-    """Every row of every results/<task>.csv; tables of another schema are named and refused."""
+    """Every row of every results/<task>.csv. A table written by an earlier version (its
+    columns a prefix of today's) reads with the newer columns empty; another is refused."""
     frames = []
     for table in sorted(results_dir.glob("*.csv")):
-        frame = pd.read_csv(table, dtype={"groups": str, "fold_err": str})
-        missing = [column for column in COLUMNS if column not in frame.columns]
-        if missing:
-            raise ValueError(f"{table} is not a results table: it lacks columns {missing}")
-        frames.append(frame)
+        frame = pd.read_csv(table, dtype={"groups": str, "fold_err": str, "fp_hash": str})
+        header = list(frame.columns)
+        if header != COLUMNS[: len(header)]:
+            raise ValueError(
+                f"{table} is not a results table: its columns are not those gdrq-run writes"
+            )
+        frames.append(frame.reindex(columns=COLUMNS))
     if not frames:
         raise ValueError(f"{results_dir} holds no results table (<task>.csv)")
     rows = pd.concat(frames, ignore_index=True)
     is_float = (rows.w_bits == FLOAT_BITS) & (rows.a_bits == FLOAT_BITS)
     rows.loc[is_float, ["method", "groups"]] = ["float", "-"]  # one float line per model
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
+    rows["setup"] = rows.command.str.replace(SEED, "", regex=True)
+    # rows written before fp_hash existed: the float score stands for the float model
+    rows["float_model"] = rows.fp_hash.astype(object).fillna("fp " + rows.fp.astype(str))
+    rows["dirty"] = rows.git_sha.astype(str).str.endswith("-dirty")
     return rows
 
 
@@ -39,20 +54,47 @@ def select(rows: pd.DataFrame, **filters: list[str] | None) -> pd.DataFrame:
     return rows
 
 
-def best_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The best folded row of each configuration, highest bit-widths first, then best first;
-    `runs` counts the rows behind each line."""
-    ordered = rows.sort_values("folded", ascending=False, kind="stable")
-    best = ordered.drop_duplicates(CONFIGURATION).copy()
-    best["runs"] = best.set_index(CONFIGURATION).index.map(rows.groupby(CONFIGURATION).size())
-    return best.sort_values(
+def binomial_error(score: float, samples: float) -> float:
+    """The standard error, in points, of an accuracy of `score` % on `samples` test images:
+    how far a top1 moves by the luck of the test set alone."""
+    if not samples or math.isnan(samples):
+        return math.nan
+    p = score / 100
+    return 100 * math.sqrt(p * (1 - p) / samples)
+
+
+def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per configuration of the committed-code rows: folded mean, sample std and
+    count over seeds, the float score, the mean drop and the binomial standard error of a
+    single top1 (empty for other metrics), highest bit-widths first, then best first."""
+    clean = rows[~rows.dirty]
+    grouped = clean.groupby(CONFIGURATION, sort=False, dropna=False)
+    lines = grouped.agg(
+        metric=("metric", "first"),
+        group_strategy=("group_strategy", "first"),
+        w_bits=("w_bits", "first"),
+        a_bits=("a_bits", "first"),
+        fp=("fp", "mean"),
+        folded=("folded", "mean"),
+        folded_std=("folded", "std"),
+        runs=("folded", "size"),
+        drop=("drop", "mean"),
+        eval_samples=("eval_samples", "first"),
+        kurtosis_before=("kurtosis_before", "mean"),
+        kurtosis_after=("kurtosis_after", "mean"),
+    ).reset_index()
+    lines["noise"] = [
+        binomial_error(score, samples) if metric == "top1" else math.nan
+        for score, samples, metric in zip(lines.folded, lines.eval_samples, lines.metric)
+    ]
+    return lines.sort_values(
         ["task", "dataset", "model", "w_bits", "a_bits", "folded"],
         ascending=[True, True, True, False, False, False],
         kind="stable",
     )
 
 
-NUMBER_COLUMNS = ("float", "folded", "drop", "runs")
+NUMBER_COLUMNS = ("float", "folded", "n", "SE", "drop")
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -64,25 +106,53 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *lines])
 
 
-def leaderboard_markdown(rows: pd.DataFrame) -> str:
-    """One section per task, one table per data set and model."""
-    best = best_rows(rows)
+def _mean_and_spread(mean: float, std: float, runs: int) -> str:
+    return f"{mean:.2f}" if runs < 2 else f"{mean:.2f} ± {std:.2f}"
+
+
+def _number(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"
+
+
+def leaderboard_markdown(rows: pd.DataFrame, dirty_included: int = 0) -> str:
+    """One section per task, one table per data set and model; `dirty_included` rows from
+    uncommitted code were let in (gdrq-board --include-dirty) and are said to be."""
+    lines = aggregate(rows)
+    dirty = int(rows.dirty.sum())
     parts = [
         "# Leaderboard",
         "",
-        "Written by `gdrq-board` from `results/*.csv`: the best row (by the folded model's "
-        "score) of each task, data set, model, bit-width, method and group count; `runs` counts "
-        "the rows behind it. `command` reproduces the row.",
+        "Written by `gdrq-board` from `results/*.csv`. One line per configuration: a command "
+        "up to its `seed=`, on one float model. `folded` is the mean ± sample std of the "
+        "deployed (folded) model's score over the `n` seeds that ran; `SE` is the binomial "
+        "standard error of one top1 on the validation set (how far the test set's luck "
+        "alone moves it); differences within about twice the larger of the spread and SE "
+        "are noise. `command` reproduces the line (add `seed=N`).",
     ]
-    for task, task_rows in best.groupby("task", sort=True):
+    if dirty:
+        parts += ["", f"{dirty} row(s) from uncommitted code (`-dirty`) are left out."]
+    if dirty_included:
+        parts += ["", f"{dirty_included} row(s) from uncommitted code (`-dirty`) are included."]
+    for task, task_lines in lines.groupby("task", sort=True):
         parts += ["", f"## {task}"]
-        for (dataset, model), table in task_rows.groupby(["dataset", "model"], sort=True):
+        for (dataset, model), table in task_lines.groupby(["dataset", "model"], sort=True):
             metric = ", ".join(sorted(table.metric.unique()))
             parts += ["", f"### {dataset} / {model} ({metric}, %)", ""]
-            shown = table[["bits", "method", "groups", "fp", "folded", "drop", "runs"]].copy()
-            shown = shown.rename(columns={"fp": "float"})
-            shown["command"] = "`" + table.command + "`"
-            for column in ("float", "folded", "drop"):
-                shown[column] = shown[column].map("{:.2f}".format)
+            shown = pd.DataFrame(
+                {
+                    "bits": table.bits,
+                    "method": table.method,
+                    "groups": table.groups,
+                    "float": table.fp.map(_number),
+                    "folded": [
+                        _mean_and_spread(*values)
+                        for values in zip(table.folded, table.folded_std, table.runs)
+                    ],
+                    "n": table.runs,
+                    "SE": table.noise.map(_number),
+                    "drop": table["drop"].map(_number),
+                    "command": "`" + table.setup + "`",
+                }
+            )
             parts.append(_markdown_table(shown))
     return "\n".join(parts) + "\n"

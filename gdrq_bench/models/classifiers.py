@@ -47,8 +47,9 @@ def build_classifier(
         return SMALL_IMAGE_MODELS[name](num_classes)
     if not pretrained:
         return models.get_model(name, num_classes=num_classes)
-    with torchvision_weights_dir(weights_dir):
-        model = models.get_model(name, weights=models.get_model_weights(name).DEFAULT)
+    weights = models.get_model_weights(name).DEFAULT
+    with torchvision_weights_dir(weights_dir, weights):
+        model = models.get_model(name, weights=weights)
     if num_classes != IMAGENET_CLASSES:
         parent_name, _, attr = TORCHVISION_HEADS[name].rpartition(".")
         parent = model.get_submodule(parent_name)

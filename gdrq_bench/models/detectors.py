@@ -100,7 +100,7 @@ def build_detector(
     """
     check_detector(detector, backbone, "all")
     weights = models.get_model_weights(backbone).DEFAULT if pretrained else None
-    with torchvision_weights_dir(weights_dir):
+    with torchvision_weights_dir(weights_dir, weights):
         model = _build(detector, backbone, num_classes, image_size, weights)
     return model if pretrained else with_bn_momentum(model, FROM_SCRATCH_BN_MOMENTUM)
 

@@ -56,6 +56,6 @@ def build_segmenter(
     weights = models.get_model_weights(backbone).DEFAULT if pretrained else None
     options = {} if head == "lraspp" else {"aux_loss": aux_loss}
     builder = getattr(segmentation, f"{head}_{backbone}")
-    with torchvision_weights_dir(weights_dir):
+    with torchvision_weights_dir(weights_dir, weights):
         model = builder(weights=None, weights_backbone=weights, num_classes=num_classes, **options)
     return model if pretrained else with_bn_momentum(model, FROM_SCRATCH_BN_MOMENTUM)

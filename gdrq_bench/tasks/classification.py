@@ -94,7 +94,14 @@ class ClassificationTask:
 
     def eval_loader(self) -> DataLoader:
         trainer, workers = self.trainer_config, self.dataset_config.num_workers
-        return make_loader(self.eval_set, trainer.eval_batch_size, False, workers, self.bad_samples)
+        return make_loader(
+            self.eval_set,
+            trainer.eval_batch_size,
+            False,
+            workers,
+            self.bad_samples,
+            subset_batches=trainer.max_eval_batches,
+        )
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         images, labels = pair_to_device(batch, model)

@@ -11,11 +11,26 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm import tqdm
 
 from gdrq_bench import distributed
 from gdrq_bench.data.bad_samples import BadSamplePolicy, GuardedDataset, WithoutSkipped
+
+# Seeds the evaluation subset of trainer.max_eval_batches: the same for every model and run.
+EVAL_SUBSET_SEED = 0
+
+
+def evaluation_subset(dataset: Dataset, batches: int | None, batch_size: int) -> Dataset:
+    """`batches` batches' worth of samples drawn at random (seeded) from `dataset`, in the data
+    set's order; the whole data set when `batches` is None or covers it. The first batches of
+    a data set sorted by class (ImageFolder's order) would score one or two classes."""
+    count = len(dataset) if batches is None else min(len(dataset), batches * batch_size)
+    if count == len(dataset):
+        return dataset
+    generator = torch.Generator().manual_seed(EVAL_SUBSET_SEED)
+    chosen = torch.randperm(len(dataset), generator=generator)[:count].sort().values
+    return Subset(dataset, chosen.tolist())
 
 
 def make_loader(
@@ -25,10 +40,14 @@ def make_loader(
     num_workers: int,
     bad_samples: BadSamplePolicy,
     collate_fn: Callable[[list[Any]], Any] = default_collate,
+    subset_batches: int | None = None,
 ) -> DataLoader:
     """A shuffled loader draws its order from the stage's seed (the caller seeds torch); in a
-    distributed run each process shuffles its own share of the data. Unreadable samples are
-    handled by `bad_samples`; a batch whose samples were all skipped comes out as None."""
+    distributed run each process shuffles its own share of the data. `subset_batches` (an
+    evaluation loader under trainer.max_eval_batches) keeps a seeded random subset of that
+    many batches (evaluation_subset). Unreadable samples are handled by `bad_samples`; a
+    batch whose samples were all skipped comes out as None."""
+    dataset = evaluation_subset(dataset, subset_batches, batch_size)
     sampler = distributed.train_sampler(dataset, torch.initial_seed()) if shuffle else None
     generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
     return DataLoader(

@@ -105,17 +105,22 @@ class DetectionTask:
             self.weights_dir,
         )
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, subset: int | None = None
+    ) -> DataLoader:
         workers = self.dataset_config.num_workers
         return make_loader(
-            dataset, batch_size, shuffle, workers, self.bad_samples, collate_detection
+            dataset, batch_size, shuffle, workers, self.bad_samples, collate_detection, subset
         )
 
     def train_loader(self) -> DataLoader:
         return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
 
     def eval_loader(self) -> DataLoader:
-        return self._loader(self.eval_set, self.trainer_config.eval_batch_size, shuffle=False)
+        trainer = self.trainer_config
+        return self._loader(
+            self.eval_set, trainer.eval_batch_size, shuffle=False, subset=trainer.max_eval_batches
+        )
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         images, targets = _to_device(batch, model)
