@@ -29,21 +29,19 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from gdrq_bench.checkpoint import RunCheckpoints, run_key
+from gdrq_bench.checkpoint import RunCheckpoints
 from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.errors import ConfigError, GdrqError
-from gdrq_bench.output_dirs import check_output_dirs
-from gdrq_bench.pipeline import (
+from gdrq_bench.results import append_row
+from gdrq_bench.run import (
     Run,
-    bad_sample_policy,
-    build_spec,
-    build_task,
+    prepare_run,
     result_row,
     row_table,
+    run_key,
     seed_stage,
     stage_fp,
 )
-from gdrq_bench.results import append_row
 from gdrq_bench.run_logger import RunLogger
 
 CALIBRATION_BATCHES = 8
@@ -59,20 +57,15 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     """Float model, Brevitas copy, calibration, QAT, evaluation; returns the appended row."""
     if cfg.task.name != "classification":
         raise ConfigError("task.name: the Brevitas baseline runs the classification task only")
-    # validates bits; the method's own knobs are not used. Brevitas has no reshape stage, so
-    # under trainer.equal_budget it fine-tunes as gdrq-run's methods without one do: all in QAT
-    spec = replace(build_spec(cfg), method="minmax")
-    check_output_dirs(cfg)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    task = build_task(cfg, bad_sample_policy(cfg, run_dir))
-    seed_stage(cfg.fp_seed, "init")
-    model = task.build_model()
+    setup = prepare_run(cfg, run_dir)  # the checks and set-up of gdrq-run's runs
+    # the bits are used, the method's own knobs not. Brevitas has no reshape stage, so under
+    # trainer.equal_budget it fine-tunes as gdrq-run's methods without one do: all in QAT
+    spec, task = replace(setup.spec, method="minmax"), setup.task
     checkpoints = RunCheckpoints(
         Path(cfg.checkpoint_dir).expanduser() / f"brevitas-{run_key(cfg)}", resume=False
     )
     run = Run(cfg, spec, task, run_dir, RunLogger(), checkpoints, torch.device("cpu"))
-    model, fp_source = stage_fp(run, model)
+    model, fp_source = stage_fp(run, setup.model)
     run.evaluate(model, "fp")
     seed_stage(cfg.seed, "calibrate")
     batches = [images for images, _ in islice(task.train_loader(), CALIBRATION_BATCHES)]

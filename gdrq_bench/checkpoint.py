@@ -1,16 +1,13 @@
 """Per-epoch training checkpoints, so a killed run resumes where it stopped.
 
-A run's checkpoints live in `checkpoint_dir/<run key>/<stage>.pt`, one file per training stage,
-replaced atomically at the end of every epoch. The run key hashes the resolved config minus the
-keys that cannot change a number, so the same command started again finds them. A stage whose
-file holds all its epochs is not trained again; a partial one continues from its last epoch
-with the optimizer, schedule and random-number states it had.
+A run's checkpoints live in `checkpoint_dir/<run key>/<stage>.pt` (run/keys.py), one file per
+training stage, replaced atomically at the end of every epoch, so the same command started again
+finds them. A stage whose file holds all its epochs is not trained again; a partial one
+continues from its last epoch with the optimizer, schedule and random-number states it had.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -20,31 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-
-# Keys that decide where things are written or how they are shown, not what is computed.
-NOT_IN_RUN_KEY = {
-    "results_dir": None,
-    "cache_dir": None,
-    "checkpoint_dir": None,
-    "logger": None,
-    "min_free_mb": None,
-    "trainer": ("resume", "progress", "probes"),  # probes score copies of the model
-}
-
-
-def run_key(cfg: DictConfig) -> str:
-    """A hash of everything in the config that can change the run's numbers."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    for key, subkeys in NOT_IN_RUN_KEY.items():
-        if subkeys is None:
-            config.pop(key, None)
-        else:
-            for subkey in subkeys:
-                config.get(key, {}).pop(subkey, None)
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def capture_rng(loader_generator: torch.Generator | None) -> dict[str, Any]:

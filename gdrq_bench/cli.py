@@ -59,7 +59,7 @@ def _to_log_file(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _app(cfg: DictConfig) -> None:
-    from gdrq_bench.pipeline import row_table, run_pipeline
+    from gdrq_bench.run import row_table, run_pipeline
 
     hydra_cfg = HydraConfig.get()
     overrides = [unquote_numeric_choice(override) for override in hydra_cfg.overrides.task]

@@ -11,13 +11,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from gdrq_bench.cli import CONFIG_DIR
-from gdrq_bench.pipeline import (
-    build_spec,
-    finetune_epochs,
-    float_cache_key,
-    stage_epochs,
-    weights_hash,
-)
+from gdrq_bench.run.budget import finetune_epochs, stage_epochs
+from gdrq_bench.run.fp import weights_hash
+from gdrq_bench.run.keys import float_cache_key
+from gdrq_bench.run.spec import build_spec
 
 
 def _config(*overrides: str):

@@ -1,0 +1,44 @@
+"""Seeds and epochs of the training stages: what each stage trains, and how long."""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+from omegaconf import DictConfig
+
+from gdrq_bench.quant import FLOAT_BITS, QuantSpec, get_method
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed torch for one stage from the run seed and the stage name. Every stage that trains
+    reseeds, so a cached float model gives the same later stages as one trained in this run."""
+    torch.manual_seed(seed * 1000 + zlib.crc32(stage.encode()) % 1000)
+
+
+def stage_epochs(cfg: DictConfig, spec: QuantSpec, stage: str) -> int:
+    """Epochs of a training stage. Under trainer.equal_budget every method fine-tunes for
+    reshape + qat epochs after the float stage: a method without a reshape stage spends the
+    reshape epochs in QAT."""
+    epochs = cfg.trainer[stage].epochs
+    no_reshape = not get_method(spec.method).scale_clip
+    if stage == "qat" and cfg.trainer.equal_budget and no_reshape:
+        epochs += max(cfg.trainer.reshape.epochs, 0)
+    return max(epochs, 0)
+
+
+def stage_batches(trainer: DictConfig, stage: str) -> int | None:
+    """Batches per epoch of a stage: trainer.finetune_batches for the fine-tuning stages
+    (a budget, drawn from the shuffled training set), capped by trainer.max_train_batches
+    (smoke tests); None for whole epochs."""
+    caps = [trainer.max_train_batches, None if stage == "fp" else trainer.finetune_batches]
+    given = [cap for cap in caps if cap is not None]
+    return min(given) if given else None
+
+
+def finetune_epochs(cfg: DictConfig, spec: QuantSpec) -> int:
+    """Epochs trained after the float stage (the results row's `finetune_epochs`)."""
+    if spec.w_bits == spec.a_bits == FLOAT_BITS:
+        return 0
+    reshape = stage_epochs(cfg, spec, "reshape") if get_method(spec.method).scale_clip else 0
+    return reshape + stage_epochs(cfg, spec, "qat")

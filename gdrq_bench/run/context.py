@@ -1,0 +1,116 @@
+"""The run context: what every stage reads (config, spec, task, where files go) and what the
+stages leave for the report (metrics, training time, the float model's hash)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from gdrq_bench import distributed
+from gdrq_bench.checkpoint import RunCheckpoints
+from gdrq_bench.engine import train_stage
+from gdrq_bench.quant import QuantSpec, recording_activation_clips
+from gdrq_bench.quant.fold import call_model, move_batch
+from gdrq_bench.run.budget import seed_stage, stage_batches, stage_epochs
+from gdrq_bench.run_logger import RunLogger
+from gdrq_bench.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+LOGGED_METRICS = 4  # metrics per evaluation in the log; COCO has 12, VOC one per class
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    spec: QuantSpec
+    task: Task
+    run_dir: Path
+    logger: RunLogger
+    checkpoints: RunCheckpoints
+    device: torch.device
+    train_seconds: float = 0.0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    fp_hash: str = ""  # the float model's weights_hash
+    eval_samples: int = 0  # samples in the last evaluation
+
+    def train(self, model: nn.Module, stage: str) -> None:
+        """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's
+        weights instead of training it, and continues an unfinished one."""
+        stage_cfg = self.cfg.trainer[stage]
+        epochs = stage_epochs(self.cfg, self.spec, stage)
+        if epochs <= 0:
+            return
+        saved = self.checkpoints.load(stage)
+        earlier_seconds = saved["seconds"] if saved else 0.0
+        if saved is not None and len(saved["losses"]) >= epochs:
+            model.load_state_dict(saved["model"])
+            self.train_seconds += earlier_seconds
+            log.info("%s: all %d epochs were done before (checkpoint)", stage, epochs)
+            return
+        seed_stage(self.cfg.fp_seed if stage == "fp" else self.cfg.seed, stage)
+        trainer = self.cfg.trainer
+        start = time.perf_counter()
+
+        def end_of_epoch(state: dict[str, Any]) -> None:
+            state["seconds"] = earlier_seconds + time.perf_counter() - start
+            self.checkpoints.save(stage, state)
+            self.logger.log(
+                {f"{stage}/loss": state["losses"][-1], f"{stage}/epoch": len(state["losses"])}
+            )
+
+        train_stage(
+            model,
+            self.task.train_loader(),
+            self.task.loss,
+            stage=stage,
+            epochs=epochs,
+            lr=stage_cfg.lr,
+            optimizer=trainer.optimizer,
+            weight_decay=trainer.weight_decay,
+            max_batches=stage_batches(trainer, stage),
+            grad_clip=trainer.grad_clip,
+            warmup_steps=0 if stage == "fp" else trainer.warmup_steps,
+            progress=trainer.progress,
+            resume=saved,
+            on_epoch_end=end_of_epoch,
+        )
+        self.train_seconds += earlier_seconds + time.perf_counter() - start
+
+    def evaluate(self, model: nn.Module, name: str, final: bool = False) -> float:
+        """Score `model` as `name`; the final model's per-image predictions (tasks that make
+        them) go to predictions.json in the run directory, the others' to predictions_<name>."""
+        if not distributed.is_main():  # rank 0 scores the whole evaluation set alone
+            return float("nan")
+        predictions = self.run_dir / ("predictions.json" if final else f"predictions_{name}.json")
+        loader = self.task.eval_loader()
+        self.eval_samples = len(loader.dataset)
+        metrics = self.task.evaluate(model, loader, self.cfg.trainer.max_eval_batches, predictions)
+        self.metrics[name] = metrics
+        self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
+        shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
+        log.info("%s model: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in shown))
+        return metrics[self.task.metric]
+
+    def probe(self, qmodel: nn.Module, name: str) -> dict[str, dict[str, float]]:
+        """Score a copy of `qmodel` as it stands between two stages (trainer.probes), and
+        record how much its activation clips cut off. Quantizers that have not seen data yet
+        (min-max clips, LSQ and PACT steps before QAT) take one training batch first, as
+        training would give them, never a validation batch; the run's model is untouched."""
+        if not (self.cfg.trainer.probes and distributed.is_main()):
+            return {}
+        probed = copy.deepcopy(qmodel).eval()
+        batch = next(batch for batch in self.task.train_loader() if batch is not None)
+        with torch.no_grad():
+            call_model(probed, move_batch(self.task.model_inputs(batch), self.device))
+        with recording_activation_clips(probed) as clips:
+            self.evaluate(probed, name)
+        return clips

@@ -1,0 +1,138 @@
+"""The report stage: the run's files (layer_stats.json, metrics.json), its results row (the
+commit: written last) and the summary in the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gdrq_bench import provenance
+from gdrq_bench.quant import FLOAT_BITS, get_method
+from gdrq_bench.results import append_row, table_path
+from gdrq_bench.run.budget import finetune_epochs
+from gdrq_bench.run.context import Run
+
+log = logging.getLogger(__name__)
+
+# metrics.json's names of the models scored between stages, in stage order, as the trail
+# calls them ("quant" is the model after QAT)
+STAGE_NAMES = {"fp": "fp", "reshape": "reshape", "round": "round", "quant": "qat"}
+
+
+def stage_report(
+    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
+) -> dict[str, Any]:
+    """Write the run's files, then append the results row and print the summary; returns the
+    row. The row goes last, so a run that fails on the way leaves none."""
+    row = result_row(run, fp_source, stats, fold_err, command)
+    (run.run_dir / "layer_stats.json").write_text(json.dumps(stats, indent=1))
+    if "after" in stats:
+        run.logger.log_weight_histogram(stats, run.run_dir)
+    metrics = {  # NaN (a VOC class without ground truth) is not JSON: null
+        name: {k: None if math.isnan(v) else v for k, v in values.items()}
+        for name, values in run.metrics.items()
+    }
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    append_row(row_table(run.cfg, run.task.name), row)  # last: the commit
+    log.info("summary\n%s", summary_table(row))
+    if not run.spec.w_bits == run.spec.a_bits == FLOAT_BITS:
+        log.info("%s by stage: %s", run.task.metric, stage_trail(run.metrics, run.task.metric))
+    return row
+
+
+def result_row(
+    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
+) -> dict[str, Any]:
+    """The results row of a finished run (results.COLUMNS, in order)."""
+    cfg, spec, metric = run.cfg, run.spec, run.task.metric
+    scores = {name: round(run.metrics[name][metric], 4) for name in ("fp", "quant", "folded")}
+    grouped = get_method(spec.method).grouped
+    return {
+        "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": provenance.git_sha(),
+        "command": command,
+        "task": run.task.name,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "method": spec.method,
+        "w_bits": spec.w_bits,
+        "a_bits": spec.a_bits,
+        "groups": spec.groups if grouped else 1,
+        "group_strategy": spec.group_strategy if grouped else "",
+        "alpha_mode": spec.alpha if grouped else "",
+        "k_w": spec.k_w,
+        "k_a": spec.k_a,
+        "first_last_bits": spec.first_last_bits,
+        "seed": cfg.seed,
+        "metric": metric,
+        **scores,
+        "drop": round(scores["fp"] - scores["folded"], 4),
+        "fold_err": "" if fold_err is None else f"{fold_err:.3g}",
+        "kurtosis_before": _mean(stats.get("before"), "kurtosis"),
+        "kurtosis_after": _mean(stats.get("after"), "kurtosis"),
+        "ql_before": _mean(stats.get("before"), "ql2"),
+        "ql_after": _mean(stats.get("after"), "ql2"),
+        "train_s": round(run.train_seconds, 1),
+        "device": provenance.device_name(),
+        "versions": provenance.versions(),
+        "run_dir": _display_path(run.run_dir),
+        "fp_source": fp_source,
+        "skipped_samples": run.task.bad_samples.skipped(),
+        "finetune_epochs": finetune_epochs(cfg, spec),
+        # classification: the folded model's validation cross-entropy (nats per image)
+        "nll": round(run.metrics["folded"]["nll"], 6) if "nll" in run.metrics["folded"] else "",
+        "fp_hash": run.fp_hash,
+        "eval_samples": run.eval_samples,
+    }
+
+
+def row_table(cfg: DictConfig, task: str) -> Path:
+    """The table a run's row goes to: results_dir/<task>.csv, or results_dir/debug/<task>.csv
+    for a run on capped batches (trainer.max_train_batches or max_eval_batches, as in
+    trainer=smoke), which gdrq-board does not read."""
+    capped = cfg.trainer.max_train_batches is not None or cfg.trainer.max_eval_batches is not None
+    return table_path(Path(cfg.results_dir), task, debug=capped)
+
+
+def stage_trail(metrics: dict[str, dict[str, float]], metric: str) -> str:
+    """Where the primary metric went, stage by stage: "fp 99.72 -> reshape 98.33 -> ..."."""
+    steps = [
+        f"{stage} {metrics[name][metric]:.2f}"
+        for name, stage in STAGE_NAMES.items()
+        if name in metrics
+    ]
+    return " -> ".join([*steps, f"folded {metrics['folded'][metric]:.2f}"])
+
+
+def summary_table(row: dict[str, Any]) -> str:
+    lines = [
+        f"{'':16}{row['metric']:>10}",
+        *(f"{name:16}{row[name]:>10}" for name in ("fp", "quant", "folded", "drop")),
+        f"{'fold_err':16}{row['fold_err']:>10}",
+        f"{'':16}{'before':>10}{'after':>10}",
+        f"{'kurtosis':16}{row['kurtosis_before']!s:>10}{row['kurtosis_after']!s:>10}",
+        f"{'QL_2':16}{row['ql_before']!s:>10}{row['ql_after']!s:>10}",
+    ]
+    return "\n".join(lines)
+
+
+def _mean(stats: dict[str, dict[str, float]] | None, key: str) -> float | str:
+    if not stats:
+        return ""
+    return round(sum(layer[key] for layer in stats.values()) / len(stats), 4)
+
+
+def _display_path(path: Path) -> str:
+    """Relative to the working directory when inside it, so committed tables name no machine."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

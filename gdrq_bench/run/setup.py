@@ -1,0 +1,60 @@
+"""Preparing a run: every check that is cheap, before anything trains, and the pieces every
+runner needs (spec, task, the float model's initial weights). gdrq-run and the bench's
+outside baselines (bench/brevitas_qat.py) start here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from gdrq_bench.errors import ConfigError
+from gdrq_bench.output_dirs import check_output_dirs
+from gdrq_bench.quant import QuantSpec, quantize_model
+from gdrq_bench.run.budget import seed_stage
+from gdrq_bench.run.spec import build_spec, spec_error
+from gdrq_bench.run.task import bad_sample_policy, build_task
+from gdrq_bench.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """A checked config and what it builds: the spec, the task and the untrained float model."""
+
+    cfg: DictConfig
+    spec: QuantSpec
+    task: Task
+    model: nn.Module
+
+
+def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
+    """Check the config (resolved, spec, output directories), set the thread count, build the
+    task and the float model at its initial weights, and check the spec against the model's
+    layers; a problem raises a GdrqError naming the key."""
+    check_resolved(cfg)
+    spec = build_spec(cfg)
+    if cfg.model.pretrained and cfg.model.checkpoint:
+        raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
+    check_output_dirs(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    task = build_task(cfg, bad_sample_policy(cfg, run_dir))
+    seed_stage(cfg.fp_seed, "init")  # the float model's initial weights
+    model = task.build_model()
+    try:  # the checks that need the model's layers (groups per layer), before any training
+        quantize_model(model, spec, task.quant_scope)
+    except ValueError as error:
+        raise spec_error(error) from None
+    return RunSetup(cfg, spec, task, model)
+
+
+def check_resolved(cfg: DictConfig) -> None:
+    """Every interpolation resolves and no value is missing (omegaconf names the key)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as error:  # omegaconf's errors name the key in `full_key`
+        key = getattr(error, "full_key", "") or "config"
+        raise ConfigError(f"{key}: {getattr(error, 'msg', error)}") from None

@@ -1,0 +1,85 @@
+"""The quantized stages, in order: reshape -> qat -> fold -> eval, on a quantized copy of the
+float model."""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from typing import Any
+
+from torch import nn
+
+from gdrq_bench import distributed
+from gdrq_bench.quant import (
+    CLIP,
+    FLOAT,
+    QUANT,
+    commit_scale_clip,
+    fold_model,
+    get_method,
+    layer_weight_stats,
+    quantize_model,
+    recording_activation_clips,
+    set_mode,
+    verify_fold,
+)
+from gdrq_bench.run.context import Run
+
+log = logging.getLogger(__name__)
+
+LayerStats = dict[str, dict[str, Any]]
+
+
+def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats], float]:
+    """reshape -> qat -> fold -> eval of a quantized copy; (weight statistics, fold error).
+    In a distributed run the other processes stop after training, rank 0 goes on alone."""
+    qmodel = quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
+    stats = stage_reshape(run, qmodel)
+    stage_qat(run, qmodel)
+    if not distributed.is_main():
+        return stats, float("nan")
+    folded, check = stage_fold(run, qmodel)
+    with recording_activation_clips(qmodel) as clips:
+        run.evaluate(qmodel, "quant")
+    stats["final"] = _merged(layer_weight_stats(qmodel), clips)
+    run.evaluate(folded, "folded", final=True)
+    return stats, check["max_rel"]
+
+
+def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, LayerStats]:
+    """Scale-Clip fine-tune (clip, no rounding), probed after; weight statistics before and
+    after it. Unless Scale-Clip goes on into QAT (method.scale_clip_qat), it is then written
+    into the weights: QAT starts from the reshaped network and clips it by groups alone."""
+    stats = {"before": layer_weight_stats(set_mode(qmodel, FLOAT))}
+    if get_method(run.spec.method).scale_clip:
+        run.train(set_mode(qmodel, CLIP), "reshape")
+        stats["after"] = _merged(layer_weight_stats(qmodel), run.probe(qmodel, "reshape"))
+        if not run.spec.scale_clip_qat:
+            commit_scale_clip(qmodel)
+    return stats
+
+
+def stage_qat(run: Run, qmodel: nn.Module) -> None:
+    """Quantization-aware fine-tune, probed before (rounding alone: post-training quantization
+    of the float or reshaped model)."""
+    run.probe(set_mode(qmodel, QUANT), "round")
+    run.train(qmodel, "qat")
+
+
+def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]]:
+    """Fold BN into the quantized model and prove it on evaluation batches."""
+    qmodel.eval()
+    batches = [
+        run.task.model_inputs(batch)
+        for batch in islice(run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
+        if batch is not None
+    ]
+    folded = fold_model(qmodel)
+    check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
+    log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
+    return folded, check
+
+
+def _merged(weights: LayerStats, acts: dict[str, dict[str, float]]) -> LayerStats:
+    """Per layer: the weight statistics, then the activation clip's."""
+    return {name: {**entry, **acts.get(name, {})} for name, entry in weights.items()}
