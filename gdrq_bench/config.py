@@ -1,12 +1,19 @@
-"""Structured configs: the types and defaults of every group; YAML files under conf/ are presets."""
+"""Structured configs: the types and defaults of every group; YAML files under conf/ are presets.
+
+The bits, grouping and method groups are made from QuantSpec, where each quantization knob's
+type and default are written once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import MISSING as MISSING_DEFAULT
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from gdrq_bench.quant.spec import QuantSpec
 
 
 @dataclass
@@ -82,35 +89,61 @@ class SegmentationDatasetConfig(DatasetConfig):
     classes: list[str] | None = None  # None: background and the 20 VOC classes
 
 
-@dataclass
-class BitsConfig:
-    w: int = 4
-    a: int = 4
+# Each QuantSpec field and the config key it is set by: the one table that makes the bits,
+# grouping and method schemas (below, from QuantSpec's types and defaults), builds a run's
+# spec (run/spec.py) and names the key in the message of a bad value.
+SPEC_KEYS = {
+    "w_bits": "bits.w",
+    "a_bits": "bits.a",
+    "groups": "grouping.groups",
+    "group_strategy": "grouping.strategy",
+    "alpha": "grouping.alpha",
+    "alpha_every": "grouping.alpha_every",
+    "regroup_every": "grouping.regroup_every",
+    "search_points": "grouping.search_points",
+    "method": "method.name",
+    "k_w": "method.k_w",
+    "k_a": "method.k_a",
+    "weight_stat": "method.weight_stat",
+    "act_stat": "method.act_stat",
+    "act_momentum": "method.act_momentum",
+    "first_last_bits": "method.first_last_bits",
+    "weight_grad": "method.weight_grad",
+    "clip_style": "method.clip_style",
+    "scale_clip_qat": "method.scale_clip_qat",
+    "skip": "method.skip",
+}
 
 
-@dataclass
-class GroupingConfig:
-    groups: Any = 4  # an int >= 1 or "per_channel"
-    strategy: str = "sorted"
-    alpha: str = "search"
-    alpha_every: int = 10
-    regroup_every: int = 0
-    search_points: int = 64
+def _schema_type(hint: Any) -> Any:
+    """A QuantSpec field's type as OmegaConf can check it: a union (int | str) stays untyped,
+    and QuantSpec checks it when the run's spec is built."""
+    return hint if hint in (int, float, str, bool) or get_origin(hint) is list else Any
 
 
-@dataclass
-class MethodConfig:
-    name: str = "gdrq"
-    k_w: float = 3.0
-    k_a: float = 1.0
-    weight_stat: str = "mean_abs"
-    act_stat: str = "max_abs"  # Scale-Clip's activation statistic: "mean_abs" or "max_abs"
-    act_momentum: float = 0.1
-    first_last_bits: Any = 8  # "fp", 8 or "same"
-    weight_grad: str = "clip"  # STE outside the weight clips: "clip" (0) or "pass" (1)
-    clip_style: str = "project"  # Scale-Clip of the weights in training: "clamp" or "project"
-    scale_clip_qat: bool = False  # Scale-Clip stays on in QAT, before the group clip
-    skip: list[str] = field(default_factory=list)
+def _spec_schema(group: str) -> type:
+    """The schema of a config group of QuantSpec knobs: its keys in SPEC_KEYS' order."""
+    hints = get_type_hints(QuantSpec)
+    defaults = {spec_field.name: spec_field for spec_field in fields(QuantSpec)}
+    keys = []
+    for name, key in SPEC_KEYS.items():
+        key_group, _, key_name = key.partition(".")
+        if key_group == group:
+            spec_field = defaults[name]
+            default = (
+                field(default_factory=spec_field.default_factory)
+                if spec_field.default is MISSING_DEFAULT
+                else field(default=spec_field.default)
+            )
+            keys.append((key_name, _schema_type(hints[name]), default))
+    schema = make_dataclass(f"{group.capitalize()}Config", keys)
+    schema.__module__ = __name__
+    return schema
+
+
+BitsConfig = _spec_schema("bits")
+GroupingConfig = _spec_schema("grouping")
+MethodConfig = _spec_schema("method")
 
 
 @dataclass

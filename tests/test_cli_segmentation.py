@@ -149,7 +149,7 @@ def test_bad_mask_fails_with_one_line_naming_the_file(
 def test_fold_is_exact_on_the_logits_at_w4a4(head: str, backbone: str) -> None:
     torch.manual_seed(0)
     model = build_segmenter(head, backbone, 4, head != "lraspp", False, Path("-"))
-    spec = QuantSpec(w_bits=4, a_bits=4, groups=4).validate()
+    spec = QuantSpec(w_bits=4, a_bits=4, groups=4)
     qmodel = quantize_model(model, spec, segmenter_scope(head))
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # train-mode passes calibrate BN statistics and activation clips

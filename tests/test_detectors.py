@@ -13,7 +13,7 @@ from gdrq_bench.models.detectors import LAYOUTS, RawDetectorOutputs, build_detec
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model, quantized_layers, verify_fold
 
 SIZE = 64
-W4A4 = QuantSpec(w_bits=4, a_bits=4, groups=4).validate()
+W4A4 = QuantSpec(w_bits=4, a_bits=4, groups=4)
 
 
 def _detector(detector: str, backbone: str) -> torch.nn.Module:

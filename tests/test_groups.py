@@ -13,6 +13,7 @@ from gdrq_bench.quant.groups import (
     group_mean_abs,
     search_group_alpha,
 )
+from gdrq_bench.quant.spec import QuantSpec
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 
 CASES = [(count, groups) for count in (10, 37, 64) for groups in (1, 2, 3, 4, 7, count)]
@@ -163,7 +164,7 @@ def test_gdrq_weight_quantizer_matches_numpy():
     """Scale-Clip at k mean|W|, sorted groups by mean|W_i|, searched clip, signed rounding."""
     weight, bits, groups, k = _weight(), 3, 4, 2.0
     quantizer = GroupWeightQuantizer(
-        bits, 16, groups, clip_k=k, clip_style="clamp", search_points=64
+        bits, 16, groups, QuantSpec(k_w=k, clip_style="clamp", search_points=64), scale_clip=True
     ).train()
     w = weight.numpy()
     clipped = np.clip(w, -k * np.abs(w).mean(), k * np.abs(w).mean())
@@ -178,7 +179,7 @@ def test_gdrq_weight_quantizer_matches_numpy():
 
 def test_alpha_search_is_redone_every_n_training_steps():
     weight = _weight()
-    quantizer = GroupWeightQuantizer(4, 16, 2, alpha_every=3).train()
+    quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha_every=3)).train()
     changed = []
     for _ in range(7):
         before = quantizer.group_alpha.clone()
@@ -195,7 +196,7 @@ def test_a_layer_called_several_times_per_step_counts_one_step():
     """A detector head shared by five pyramid levels calls its quantizer five times a step;
     the search schedule follows optimizer updates of the weight, not calls."""
     weight = torch.nn.Parameter(_weight())
-    quantizer = GroupWeightQuantizer(4, 16, 2, alpha_every=2).train()
+    quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha_every=2)).train()
     searches = []
     for _ in range(4):  # steps
         for _ in range(5):  # pyramid levels
@@ -211,7 +212,7 @@ def test_a_layer_called_several_times_per_step_counts_one_step():
 @pytest.mark.parametrize(("regroup_every", "regrouped"), [(0, False), (2, True)])
 def test_group_assignment_is_kept_unless_regrouping(regroup_every, regrouped):
     weight = _weight()
-    quantizer = GroupWeightQuantizer(4, 16, 4, regroup_every=regroup_every).train()
+    quantizer = GroupWeightQuantizer(4, 16, 4, QuantSpec(regroup_every=regroup_every)).train()
     quantizer(weight)
     first = quantizer.group_of.clone()
     quantizer(weight.flip(0))  # the filters' ranking reverses

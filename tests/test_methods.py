@@ -166,7 +166,7 @@ def test_running_clip_statistic_is_the_mean_or_max_of_the_magnitudes(statistic: 
 
     torch.manual_seed(0)
     quantizer = (
-        ScaleClipAct(4, k_a=1.0, momentum=1.0)
+        ScaleClipAct(4, k_a=1.0, momentum=1.0, stat="mean_abs")
         if statistic == "mean_abs"
         else MinMaxAct(4, momentum=1.0)
     ).train()

@@ -8,6 +8,7 @@ from quant_reference import reference_quantize
 from gdrq_bench.quant import CLIP, QUANT
 from gdrq_bench.quant.act_quant import ScaleClipAct
 from gdrq_bench.quant.scale_clip import weight_threshold
+from gdrq_bench.quant.spec import QuantSpec
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 
 STATS = {"mean_abs": lambda w: np.abs(w).mean(), "std": lambda w: w.std()}
@@ -38,7 +39,9 @@ def test_weight_threshold_formula(stat, k):
 @pytest.mark.parametrize("stat", sorted(STATS))
 def test_clip_mode_threshold_follows_the_current_weights(stat):
     weight, k = _weight(), 2.0
-    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=k, clip_style="clamp", stat=stat).train()
+    quantizer = GroupWeightQuantizer(
+        4, 8, 2, QuantSpec(k_w=k, clip_style="clamp", weight_stat=stat), scale_clip=True
+    ).train()
     quantizer.mode = CLIP
     for edit in [lambda: None, *_edits(weight)]:
         edit()
@@ -53,7 +56,7 @@ def test_quant_mode_clips_at_the_current_threshold_then_rounds():
     """Scale-Clip-only weights: T = k mean|W|, alpha = k mean|clip(W, T)|, both of this step."""
     weight, k, bits = _weight(), 2.0, 4
     quantizer = GroupWeightQuantizer(
-        bits, 8, 1, alpha_mode="scale_clip", k_w=k, clip_k=k, clip_style="clamp"
+        bits, 8, 1, QuantSpec(k_w=k, clip_style="clamp"), alpha_mode="scale_clip", scale_clip=True
     ).train()
     assert quantizer.mode == QUANT
     for edit in [lambda: None, *_edits(weight)]:
@@ -67,7 +70,9 @@ def test_quant_mode_clips_at_the_current_threshold_then_rounds():
 
 def test_reshape_of_a_searched_quantizer_uses_the_current_threshold():
     weight = _weight()
-    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=2.0, clip_style="clamp", alpha_every=1).train()
+    quantizer = GroupWeightQuantizer(
+        4, 8, 2, QuantSpec(k_w=2.0, clip_style="clamp", alpha_every=1), scale_clip=True
+    ).train()
     for edit in [lambda: None, *_edits(weight)]:
         edit()
         threshold = 2.0 * weight.detach().abs().mean().item()
@@ -83,7 +88,7 @@ def _batches(count: int, signed: bool = False) -> list[torch.Tensor]:
 
 def test_activation_ema_updates_in_train_mode():
     k_a, momentum, bits = 4.0, 0.1, 4
-    quantizer = ScaleClipAct(bits, k_a, momentum).train()
+    quantizer = ScaleClipAct(bits, k_a, momentum, "mean_abs").train()
     running = None
     for batch in _batches(4):
         mean_abs = batch.abs().mean().item()
@@ -95,7 +100,7 @@ def test_activation_ema_updates_in_train_mode():
 
 
 def test_activation_clip_is_frozen_in_eval_mode():
-    quantizer = ScaleClipAct(4, 4.0, 0.1).train()
+    quantizer = ScaleClipAct(4, 4.0, 0.1, "mean_abs").train()
     first, *others = _batches(3)
     quantizer(first)
     frozen = quantizer.running_stat.clone()
@@ -110,7 +115,7 @@ def test_activation_clip_is_frozen_in_eval_mode():
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_clip_mode_clips_without_rounding(signed):
-    quantizer = ScaleClipAct(2, 1.0, 0.1).train()
+    quantizer = ScaleClipAct(2, 1.0, 0.1, "mean_abs").train()
     quantizer.mode = CLIP
     batch = _batches(1, signed)[0]
     out = quantizer(batch)
@@ -132,7 +137,11 @@ def test_gradient_through_the_weight_clamp(grad_outside, outside):
     """`clamp`: d clip(W)/dW is 1 inside T and 0 (weight_grad=clip) or 1 (pass) beyond it."""
     weight = _weight()
     quantizer = GroupWeightQuantizer(
-        4, 8, 2, clip_k=1.0, clip_style="clamp", grad_outside=grad_outside
+        4,
+        8,
+        2,
+        QuantSpec(k_w=1.0, clip_style="clamp", weight_grad="pass" if grad_outside else "clip"),
+        scale_clip=True,
     ).train()
     quantizer.mode = CLIP
     threshold = weight.detach().abs().mean().item()
@@ -144,7 +153,9 @@ def test_gradient_through_the_weight_clamp(grad_outside, outside):
 
 def test_project_clips_the_stored_weights_once_per_step_and_passes_every_gradient():
     weight, k = _weight(), 1.5
-    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=k, clip_style="project").train()
+    quantizer = GroupWeightQuantizer(
+        4, 8, 2, QuantSpec(k_w=k, clip_style="project"), scale_clip=True
+    ).train()
     quantizer.mode = CLIP
     before = weight.detach().numpy().copy()
     threshold = k * np.abs(before).mean()
@@ -172,7 +183,9 @@ def test_commit_writes_the_clip_into_the_weights_and_keeps_the_function(style):
     """The end of the reshape stage: what the clip-mode layer computed, the stored weights
     now hold; Scale-Clip is off, so QAT clips by the group clip alone."""
     weight = _weight()
-    quantizer = GroupWeightQuantizer(4, 8, 2, clip_k=1.5, clip_style=style).train()
+    quantizer = GroupWeightQuantizer(
+        4, 8, 2, QuantSpec(k_w=1.5, clip_style=style), scale_clip=True
+    ).train()
     quantizer.mode = CLIP
     quantizer(weight)  # one training step: `project` clips the stored weights here
     weight.data.add_(0.01)  # the optimizer's step after it
@@ -191,7 +204,12 @@ def test_single_clip_per_group_is_k_times_the_group_mean():
     else clips (grouping.alpha=scale_clip with method.scale_clip_qat=false)."""
     weight, k, bits, groups = _weight(3), 2.5, 3, 4
     quantizer = GroupWeightQuantizer(
-        bits, 8, groups, alpha_mode="scale_clip", k_w=k, clip_k=k, strategy="contiguous"
+        bits,
+        8,
+        groups,
+        QuantSpec(k_w=k, group_strategy="contiguous"),
+        alpha_mode="scale_clip",
+        scale_clip=True,
     ).train()
     quantizer.commit_scale_clip(weight)
     w = weight.detach().numpy()

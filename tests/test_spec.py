@@ -1,11 +1,18 @@
-"""QuantSpec validation: every bad argument raises a ValueError that names it."""
+"""QuantSpec validation: every bad argument raises a SpecError (a ValueError) that names it."""
 
 from collections import OrderedDict
 
 import pytest
 from torch import nn
 
-from gdrq_bench.quant import QuantSpec, quantize_model, set_mode
+from gdrq_bench.quant import (
+    QuantSpec,
+    SpecError,
+    get_method,
+    quantize_model,
+    quantized_layers,
+    set_mode,
+)
 
 BAD_BITS = [0, 1, 9, 33]
 
@@ -14,7 +21,7 @@ BAD_BITS = [0, 1, 9, 33]
 @pytest.mark.parametrize("field", ["w_bits", "a_bits"])
 def test_bad_bits(field, bits):
     with pytest.raises(ValueError, match=f"^{field}={bits} "):
-        QuantSpec(**{field: bits}).validate()
+        QuantSpec(**{field: bits})
 
 
 @pytest.mark.parametrize(
@@ -23,7 +30,6 @@ def test_bad_bits(field, bits):
         ({"groups": 0}, r"^groups=0 "),
         ({"groups": -2}, r"^groups=-2 "),
         ({"groups": "all"}, r"^groups='all' "),
-        ({"method": "ternary"}, r"^method='ternary' "),
         ({"group_strategy": "random"}, r"^group_strategy='random' "),
         ({"alpha": "magic"}, r"^alpha='magic' "),
         ({"weight_stat": "max"}, r"^weight_stat='max' "),
@@ -37,14 +43,27 @@ def test_bad_bits(field, bits):
     ],
 )
 def test_bad_fields(fields, message):
-    with pytest.raises(ValueError, match=message):
-        QuantSpec(**fields).validate()
+    with pytest.raises(SpecError, match=message) as caught:
+        QuantSpec(**fields)
+    assert caught.value.field == next(iter(fields))
 
 
 @pytest.mark.parametrize("groups", [1, 7, "per_channel"])
 def test_good_spec_validates(groups):
     spec = QuantSpec(groups=groups, first_last_bits="fp", w_bits=2, a_bits=8)
-    assert spec.validate() is spec
+    assert (spec.groups, spec.layer_bits(is_first_or_last=True)) == (groups, (32, 32))
+
+
+def test_the_method_registry_names_an_unknown_method():
+    with pytest.raises(SpecError, match=r"^method='ternary' is unknown: use one of \[") as caught:
+        get_method("ternary")
+    assert caught.value.field == "method"
+
+
+def test_a_spec_error_is_reworded_for_another_name():
+    with pytest.raises(SpecError) as caught:
+        QuantSpec(k_a=0.0)
+    assert caught.value.named("method.k_a") == "method.k_a=0.0 must be > 0"
 
 
 def _narrow_model() -> nn.Module:
@@ -76,7 +95,10 @@ def test_a_prediction_layer_with_fewer_filters_than_groups_gets_one_per_filter()
 
 
 def test_ungrouped_methods_ignore_the_group_count():
-    quantize_model(_narrow_model(), QuantSpec(method="minmax", groups=4))
+    """groups=4 exceeds the narrow layer's 3 filters, which a grouped method refuses; minmax
+    quantizes every layer with one clip per tensor instead."""
+    qmodel = quantize_model(_narrow_model(), QuantSpec(method="minmax", groups=4))
+    assert {layer.weight_quantizer.groups for _, layer in quantized_layers(qmodel)} == {1}
 
 
 def test_unknown_mode():

@@ -1,46 +1,43 @@
 """GDRQ in pure PyTorch: quantizers, Scale-Clip, groups, BN folding, baselines, statistics.
 
-Knows nothing of Hydra, tasks, data sets or files.
+Knows nothing of Hydra, tasks, data sets or files. A name is imported from its module on first
+use (PEP 562): the config schema reads QuantSpec at gdrq-run's start-up, which must not wait
+for torch, and spec.py and choices.py are the only modules free of it.
 """
 
-from gdrq_bench.quant.convert import (
-    QuantScope,
-    commit_scale_clip,
-    quantize_model,
-    quantized_layers,
-)
-from gdrq_bench.quant.fake_quant import FLOAT_BITS, check_bits, fake_quantize, level_range
-from gdrq_bench.quant.fold import fold_model, verify_fold
-from gdrq_bench.quant.methods import METHODS, get_method
-from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, set_mode
-from gdrq_bench.quant.spec import QuantSpec
-from gdrq_bench.quant.stats import (
-    kurtosis,
-    layer_weight_stats,
-    quantized_loss,
-    recording_activation_clips,
-)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "CLIP",
-    "FLOAT",
-    "FLOAT_BITS",
-    "METHODS",
-    "QUANT",
-    "QuantScope",
-    "QuantSpec",
-    "check_bits",
-    "commit_scale_clip",
-    "fake_quantize",
-    "fold_model",
-    "get_method",
-    "kurtosis",
-    "layer_weight_stats",
-    "level_range",
-    "quantize_model",
-    "quantized_layers",
-    "quantized_loss",
-    "recording_activation_clips",
-    "set_mode",
-    "verify_fold",
-]
+_MODULE_OF = {
+    "CLIP": "modes",
+    "FLOAT": "modes",
+    "FLOAT_BITS": "choices",
+    "METHODS": "methods",
+    "QUANT": "modes",
+    "QuantScope": "convert",
+    "QuantSpec": "spec",
+    "SpecError": "choices",
+    "check_bits": "choices",
+    "commit_scale_clip": "convert",
+    "fake_quantize": "fake_quant",
+    "fold_model": "fold",
+    "get_method": "methods",
+    "kurtosis": "stats",
+    "layer_plan": "convert",
+    "layer_weight_stats": "stats",
+    "level_range": "fake_quant",
+    "quantize_model": "convert",
+    "quantized_layers": "convert",
+    "quantized_loss": "stats",
+    "recording_activation_clips": "stats",
+    "set_mode": "modes",
+    "verify_fold": "fold",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.quant.fake_quant import (
-    FLOAT_BITS,
     MIN_ALPHA,
     fake_quantize,
     grad_scale,
@@ -75,9 +75,6 @@ class ActQuantizer(QuantizerBase):
         return f"bits={self.bits}, mode={self.mode}"
 
 
-ACT_STATS = ("mean_abs", "max_abs")
-
-
 class RunningStatClip(ActQuantizer):
     """alpha = scale * EMA of a batch statistic, updated in training mode and frozen in eval.
 
@@ -113,7 +110,7 @@ class ScaleClipAct(RunningStatClip):
     """Scale-Clip: alpha = k_a * EMA(s(a)), s = mean |a| (or max |a|: `act_stat`); clips in
     the reshape phase too."""
 
-    def __init__(self, bits: int, k_a: float, momentum: float, stat: str = "mean_abs") -> None:
+    def __init__(self, bits: int, k_a: float, momentum: float, stat: str) -> None:
         super().__init__(bits, stat, k_a, momentum)
 
     def clip_only(self, x: Tensor, alpha: Tensor) -> Tensor:

@@ -8,10 +8,10 @@ from fnmatch import fnmatch
 
 from torch import nn
 
-from gdrq_bench.quant.fake_quant import FLOAT_BITS
-from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from gdrq_bench.quant.choices import FLOAT_BITS, PER_CHANNEL, SpecError
+from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear, replace_module
 from gdrq_bench.quant.methods import edge_method, get_method
-from gdrq_bench.quant.spec import PER_CHANNEL, QuantSpec
+from gdrq_bench.quant.spec import QuantSpec
 
 # Exact types: subclasses such as attention's out-projection are used through their weights.
 CONVERTIBLE = (nn.Conv2d, nn.Linear)
@@ -59,11 +59,6 @@ def commit_scale_clip(model: nn.Module) -> nn.Module:
     return model
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, new)
-
-
 def _check_groups(spec: QuantSpec, layers: list[tuple[str, nn.Module]]) -> None:
     """More groups than a layer has filters is a mistake, except in the first and the
     prediction layers (a detector's 3-anchor objectness conv), which get one per filter."""
@@ -72,10 +67,35 @@ def _check_groups(spec: QuantSpec, layers: list[tuple[str, nn.Module]]) -> None:
     for name, layer in layers:
         filters = layer.weight.shape[0]
         if int(spec.groups) > filters:
-            raise ValueError(
-                f"groups={spec.groups} is more than the {filters} filters of layer {name}; "
-                f"use at most {min(lay.weight.shape[0] for _, lay in layers)} or per_channel"
+            raise SpecError(
+                "groups",
+                spec.groups,
+                f" is more than the {filters} filters of layer {name}; "
+                f"use at most {min(lay.weight.shape[0] for _, lay in layers)} or per_channel",
             )
+
+
+def layer_plan(
+    model: nn.Module, spec: QuantSpec, scope: QuantScope | None = None
+) -> list[tuple[str, bool]]:
+    """(name, is an edge layer) of each layer `quantize_model` converts, checked against the
+    spec (the method exists; groups fit the layers; skip leaves a layer) without copying
+    the model: a run checks its spec against the model's layers before training."""
+    scope = scope or QuantScope()
+    method = get_method(spec.method)
+    layers = [
+        (name, layer)
+        for name, layer in quantizable_layers(model)
+        if scope.covers(name) and not any(fnmatch(name, pattern) for pattern in spec.skip)
+    ]
+    if not layers:
+        raise SpecError(
+            "skip", spec.skip, ": the model has no conv or linear layer left to quantize"
+        )
+    edges = scope.edges([name for name, _ in layers])
+    if method.grouped:
+        _check_groups(spec, [(name, layer) for name, layer in layers if name not in edges])
+    return [(name, name in edges) for name, _ in layers]
 
 
 def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None = None) -> nn.Module:
@@ -85,33 +105,21 @@ def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None =
     layer in registration order and the scope's output layers (default: the last layer)
     follow `spec.first_last_bits`.
     """
-    scope = scope or QuantScope()
-    spec.validate()
+    plan = layer_plan(model, spec, scope)
     method = get_method(spec.method)
-    qmodel = copy.deepcopy(model)
-    layers = [
-        (name, layer)
-        for name, layer in quantizable_layers(qmodel)
-        if scope.covers(name) and not any(fnmatch(name, pattern) for pattern in spec.skip)
-    ]
-    if not layers:
-        raise ValueError(
-            f"skip={spec.skip}: the model has no conv or linear layer left to quantize"
-        )
-    edges = scope.edges([name for name, _ in layers])
-    if method.grouped:
-        _check_groups(spec, [(name, layer) for name, layer in layers if name not in edges])
     own_edge_bits = str(spec.first_last_bits) != "same"
-    for name, layer in layers:
-        w_bits, a_bits = spec.layer_bits(name in edges)
+    qmodel = copy.deepcopy(model)
+    for name, edge in plan:
+        w_bits, a_bits = spec.layer_bits(edge)
         if w_bits == FLOAT_BITS and a_bits == FLOAT_BITS:
             continue
-        layer_method = edge_method(spec.method) if own_edge_bits and name in edges else method
+        layer = qmodel.get_submodule(name)
+        layer_method = edge_method(spec.method) if own_edge_bits and edge else method
         out_channels = layer.weight.shape[0]
         groups = spec.layer_groups(out_channels) if layer_method.grouped else 1
         weight_quantizer = layer_method.weight(spec, w_bits, out_channels, groups)
         wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         new = wrapper(layer, weight_quantizer, layer_method.act(spec, a_bits))
         new.train(layer.training)
-        _replace(qmodel, name, new.to(layer.weight.device))
+        replace_module(qmodel, name, new.to(layer.weight.device))
     return qmodel

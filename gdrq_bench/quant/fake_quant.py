@@ -5,21 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-FLOAT_BITS = 32
-MIN_BITS, MAX_BITS = 2, 8
+from gdrq_bench.quant.choices import FLOAT_BITS, check_bits
+
 # Smallest clip allowed: keeps an all-zero tensor from dividing by a zero step.
 MIN_ALPHA = 1e-12
-
-
-def check_bits(bits: object, name: str = "bits") -> int:
-    """Return `bits` if it is a valid width (2..8, or 32 for 'not quantized'), else raise."""
-    valid = isinstance(bits, int) and not isinstance(bits, bool)
-    if not valid or not (bits == FLOAT_BITS or MIN_BITS <= bits <= MAX_BITS):
-        raise ValueError(
-            f"{name}={bits!r} is not a valid bit-width: use {MIN_BITS}..{MAX_BITS}, "
-            f"or {FLOAT_BITS} for 'not quantized'"
-        )
-    return bits
 
 
 def level_range(bits: int, signed: bool) -> tuple[int, int]:

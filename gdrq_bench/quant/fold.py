@@ -21,8 +21,9 @@ from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gdrq_bench.quant.act_quant import ActQuantizer
-from gdrq_bench.quant.fake_quant import FLOAT_BITS, integer_levels, quant_step
-from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from gdrq_bench.quant.choices import FLOAT_BITS
+from gdrq_bench.quant.fake_quant import integer_levels, quant_step
+from gdrq_bench.quant.layers import QUANT_LAYERS, QuantConv2d, QuantLinear, replace_module
 from gdrq_bench.quant.modes import QUANT
 
 BATCH_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
@@ -135,11 +136,6 @@ def _atomic_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.M
     ]
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, new)
-
-
 @torch.no_grad()
 def fold_model(qmodel: nn.Module) -> nn.Module:
     """An eval-mode copy of `qmodel` with every weight-quantized layer folded.
@@ -158,9 +154,9 @@ def fold_model(qmodel: nn.Module) -> nn.Module:
         stats = bn.running_mean if bn is not None else None
         if stats is not None and stats.numel() != layer.weight.shape[0]:
             bn = None
-        _replace(folded, name, fold_layer(layer, bn))
+        replace_module(folded, name, fold_layer(layer, bn))
         if bn is not None:
-            _replace(folded, next_name, nn.Identity())
+            replace_module(folded, next_name, nn.Identity())
         found = True
     if not found:
         raise ValueError("the model has no layer with quantized weights in 'quant' mode to fold")

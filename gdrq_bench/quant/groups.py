@@ -7,9 +7,8 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
+from gdrq_bench.quant.choices import GROUP_STRATEGIES
 from gdrq_bench.quant.fake_quant import integer_levels, quant_step
-
-GROUP_STRATEGIES = ("sorted", "contiguous", "kmeans")
 
 
 def _labels_from_sorted_chunks(order: Tensor, sizes: list[int]) -> Tensor:

@@ -55,3 +55,9 @@ class QuantLinear(nn.Linear):
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` in place of the submodule called `name` (dotted, as named_modules gives it)."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)

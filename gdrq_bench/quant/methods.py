@@ -12,6 +12,7 @@ from gdrq_bench.quant.act_quant import (
     MinMaxAct,
     ScaleClipAct,
 )
+from gdrq_bench.quant.choices import SpecError
 from gdrq_bench.quant.spec import QuantSpec
 from gdrq_bench.quant.weight_quant import (
     DorefaWeightQuantizer,
@@ -41,16 +42,9 @@ def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False
             bits,
             out_channels,
             groups,
-            strategy=spec.group_strategy,
-            alpha_mode=alpha or spec.alpha,
-            k_w=spec.k_w,
-            clip_k=spec.k_w if scale_clip else None,
-            clip_style=spec.clip_style,
-            stat=spec.weight_stat,
-            alpha_every=spec.alpha_every,
-            regroup_every=spec.regroup_every,
-            search_points=spec.search_points,
-            grad_outside=spec.weight_grad == "pass",
+            spec,
+            alpha_mode=alpha,
+            scale_clip=scale_clip,
             lsq_init=lsq_init,
         )
 
@@ -114,8 +108,9 @@ METHODS: dict[str, Method] = {
 
 
 def get_method(name: str) -> Method:
+    """The method called `name`; the registry, not QuantSpec, knows which names exist."""
     if name not in METHODS:
-        raise ValueError(f"method={name!r} is unknown: use one of {sorted(METHODS)}")
+        raise SpecError("method", name, f" is unknown: use one of {sorted(METHODS)}")
     return METHODS[name]
 
 

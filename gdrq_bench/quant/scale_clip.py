@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-WEIGHT_STATS = ("mean_abs", "std")
-CLIP_STYLES = ("clamp", "project")
+from gdrq_bench.quant.choices import WEIGHT_STATS
 
 
 def filter_statistic(weight: Tensor, stat: str = "mean_abs") -> Tensor:

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.quant.convert import quantized_layers
-from gdrq_bench.quant.fake_quant import FLOAT_BITS, fake_quantize
+from gdrq_bench.quant.fake_quant import fake_quantize
 from gdrq_bench.quant.groups import search_group_alpha
 from gdrq_bench.quant.modes import QUANT
 

@@ -8,8 +8,8 @@ import weakref
 import torch
 from torch import Tensor, nn
 
+from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.quant.fake_quant import (
-    FLOAT_BITS,
     fake_quantize,
     grad_scale,
     integer_levels,
@@ -19,6 +19,7 @@ from gdrq_bench.quant.fake_quant import (
 from gdrq_bench.quant.groups import assign_groups, group_max_abs, group_mean_abs, search_group_alpha
 from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, QuantizerBase
 from gdrq_bench.quant.scale_clip import filter_statistic, scale_clip_weight, weight_threshold
+from gdrq_bench.quant.spec import QuantSpec
 
 
 def _per_filter(values: Tensor, like: Tensor) -> Tensor:
@@ -99,14 +100,15 @@ class WeightQuantizer(QuantizerBase):
 
 
 class GroupWeightQuantizer(WeightQuantizer):
-    """Filters split into `groups` groups, each with its own clip.
+    """Filters split into `groups` groups, each with its own clip; the knobs come from `spec`.
 
-    alpha modes: `search` (argmin QL_2 on a grid, redone every `alpha_every` training steps),
-    `scale_clip` (k_w * mean|W_g|), `max` (max|W_g|, the minmax baseline) and `learned` (a
-    parameter initialised by `search`, or by LSQ's rule when `lsq_init`, trained with the LSQ
-    gradient). `clip_k` turns on Scale-Clip of the weights before grouping, applied as
-    `clip_style` says (scale_clip.py); `commit_scale_clip` writes it into the weights and turns
-    it off, so that a reshaped network is quantized by its group clips alone.
+    alpha modes (`alpha_mode`, default spec.alpha): `search` (argmin QL_2 on a grid, redone
+    every `alpha_every` training steps), `scale_clip` (k_w * mean|W_g|), `max` (max|W_g|, the
+    minmax baseline) and `learned` (a parameter initialised by `search`, or by LSQ's rule when
+    `lsq_init`, trained with the LSQ gradient). `scale_clip` turns on Scale-Clip of the weights
+    at spec.k_w before grouping, applied as spec.clip_style says (scale_clip.py);
+    `commit_scale_clip` writes it into the weights and turns it off, so that a reshaped network
+    is quantized by its group clips alone.
     """
 
     def __init__(
@@ -114,31 +116,28 @@ class GroupWeightQuantizer(WeightQuantizer):
         bits: int,
         out_channels: int,
         groups: int,
-        strategy: str = "sorted",
-        alpha_mode: str = "search",
-        k_w: float = 3.0,
-        clip_k: float | None = None,
-        clip_style: str = "project",
-        stat: str = "mean_abs",
-        alpha_every: int = 10,
-        regroup_every: int = 0,
-        search_points: int = 64,
-        grad_outside: bool = False,
+        spec: QuantSpec | None = None,
+        *,
+        alpha_mode: str | None = None,
+        scale_clip: bool = False,
         lsq_init: bool = False,
     ) -> None:
-        super().__init__(bits, grad_outside)
-        self.groups, self.strategy, self.alpha_mode = groups, strategy, alpha_mode
-        self.k_w, self.clip_k, self.clip_style, self.stat = k_w, clip_k, clip_style, stat
-        self.alpha_every, self.regroup_every = alpha_every, regroup_every
-        self.search_points, self.lsq_init = search_points, lsq_init
+        spec = spec or QuantSpec()
+        super().__init__(bits, grad_outside=spec.weight_grad == "pass")
+        self.groups, self.strategy = groups, spec.group_strategy
+        self.alpha_mode = alpha_mode or spec.alpha
+        self.k_w, self.clip_k = spec.k_w, spec.k_w if scale_clip else None
+        self.clip_style, self.stat = spec.clip_style, spec.weight_stat
+        self.alpha_every, self.regroup_every = spec.alpha_every, spec.regroup_every
+        self.search_points, self.lsq_init = spec.search_points, lsq_init
         self.register_buffer("group_of", torch.zeros(out_channels, dtype=torch.long))
         self.register_buffer("grouped", torch.tensor(False))
         self.register_buffer("group_alpha", torch.ones(groups))
         self.register_buffer("alpha_ready", torch.tensor(False))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
-        self.register_buffer("scale_clip_on", torch.tensor(clip_k is not None))
+        self.register_buffer("scale_clip_on", torch.tensor(scale_clip))
         self.register_buffer("threshold", torch.tensor(0.0))  # T of the last `project` step
-        if alpha_mode == "learned":
+        if self.alpha_mode == "learned":
             self.learned_alpha = nn.Parameter(torch.ones(groups))
 
     def _scale_clipping(self) -> bool:

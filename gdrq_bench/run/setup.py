@@ -13,7 +13,7 @@ from torch import nn
 
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.output_dirs import check_output_dirs
-from gdrq_bench.quant import QuantSpec, quantize_model
+from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
 from gdrq_bench.run.budget import seed_stage
 from gdrq_bench.run.spec import build_spec, spec_error
 from gdrq_bench.run.task import bad_sample_policy, build_task
@@ -45,8 +45,8 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     seed_stage(cfg.fp_seed, "init")  # the float model's initial weights
     model = task.build_model()
     try:  # the checks that need the model's layers (groups per layer), before any training
-        quantize_model(model, spec, task.quant_scope)
-    except ValueError as error:
+        layer_plan(model, spec, task.quant_scope)
+    except SpecError as error:
         raise spec_error(error) from None
     return RunSetup(cfg, spec, task, model)
 
