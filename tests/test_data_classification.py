@@ -15,7 +15,12 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch import nn
 
-from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
+from gdrq_bench.config import (
+    ClassificationDatasetConfig,
+    ModelConfig,
+    TaskConfig,
+    TrainerConfig,
+)
 from gdrq_bench.data import digits as digits_module
 from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.digits import MARKER, prepare_digits
@@ -54,7 +59,9 @@ def make_task(root: Path, name: str = "digits", **dataset: object) -> Classifica
         name=name, root=str(root), image_size=SIZE, resize=SIZE, **dataset
     )
     trainer = TrainerConfig(batch_size=32)
-    return ClassificationTask(config, ModelConfig(), trainer, "unused", BadSamplePolicy())
+    return ClassificationTask(
+        TaskConfig(), config, ModelConfig(), trainer, "unused", BadSamplePolicy()
+    )
 
 
 def test_digits_tree_is_complete_and_stratified(digits_tree: Path) -> None:

@@ -21,7 +21,7 @@ from gdrq_bench.quant import QuantSpec, recording_activation_clips
 from gdrq_bench.quant.fold import call_model, move_batch
 from gdrq_bench.run.budget import seed_stage, stage_batches, stage_epochs
 from gdrq_bench.run_logger import RunLogger
-from gdrq_bench.tasks.base import Task
+from gdrq_bench.tasks import Task
 
 log = logging.getLogger(__name__)
 

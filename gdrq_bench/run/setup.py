@@ -16,8 +16,8 @@ from gdrq_bench.output_dirs import check_output_dirs
 from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
 from gdrq_bench.run.budget import seed_stage
 from gdrq_bench.run.spec import build_spec, spec_error
-from gdrq_bench.run.task import bad_sample_policy, build_task
-from gdrq_bench.tasks.base import Task
+from gdrq_bench.run.task import build_task
+from gdrq_bench.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     check_output_dirs(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    task = build_task(cfg, bad_sample_policy(cfg, run_dir))
+    task = build_task(cfg, run_dir)
     seed_stage(cfg.fp_seed, "init")  # the float model's initial weights
     model = task.build_model()
     try:  # the checks that need the model's layers (groups per layer), before any training

@@ -1,4 +1,5 @@
-"""Building the run's task: its bad-sample policy, data-set schema and class."""
+"""Building the run's task: its class by task.name, its data-set schema checked, and the
+policy for unreadable samples."""
 
 from __future__ import annotations
 
@@ -11,21 +12,18 @@ from gdrq_bench.data.bad_samples import POLICIES as BAD_SAMPLE_POLICIES
 from gdrq_bench.data.bad_samples import SKIP_LOG, BadSamplePolicy
 from gdrq_bench.errors import ConfigError, check_choice
 from gdrq_bench.presets import presets_extending
-from gdrq_bench.tasks.base import Task
-
-TASK_NAMES = ("classification", "detection", "segmentation")
+from gdrq_bench.tasks import TASKS, Task
 
 
-def _check_dataset_schema(cfg: DictConfig) -> None:
-    """A data set preset of another task (dataset=digits with task=detection) is refused here,
-    naming the presets the task takes, rather than failing later on a missing key."""
-    expected = f"{cfg.task.name.capitalize()}DatasetConfig"
-    if OmegaConf.get_type(cfg.dataset).__name__ != expected:
-        valid = presets_extending("dataset", f"{cfg.task.name}_schema")
-        raise ConfigError(
-            f"dataset.name={cfg.dataset.name} is not a {cfg.task.name} data set; "
-            f"task={cfg.task.name} takes dataset= one of {', '.join(valid)}"
-        )
+def build_task(cfg: DictConfig, run_dir: Path) -> Task:
+    """The task named by task.name, built from the config."""
+    bad_samples = bad_sample_policy(cfg, run_dir)
+    if cfg.task.name not in TASKS:
+        raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {list(TASKS)}")
+    task_class = TASKS[cfg.task.name]
+    _check_dataset_schema(cfg, task_class)
+    dataset, model, trainer = cfg.dataset, cfg.model, cfg.trainer
+    return task_class(cfg.task, dataset, model, trainer, cfg.cache_dir, bad_samples)
 
 
 def bad_sample_policy(cfg: DictConfig, run_dir: Path) -> BadSamplePolicy:
@@ -35,20 +33,12 @@ def bad_sample_policy(cfg: DictConfig, run_dir: Path) -> BadSamplePolicy:
     return BadSamplePolicy(cfg.dataset.on_bad_sample, log)
 
 
-def build_task(cfg: DictConfig, bad_samples: BadSamplePolicy) -> Task:
-    """The task named by task.name (imported here: each task pulls in its own libraries)."""
-    if cfg.task.name not in TASK_NAMES:
-        raise ConfigError(f"task.name={cfg.task.name!r} is unknown: use one of {list(TASK_NAMES)}")
-    _check_dataset_schema(cfg)
-    common = (cfg.dataset, cfg.model, cfg.trainer, cfg.cache_dir, bad_samples)
-    if cfg.task.name == "classification":
-        from gdrq_bench.tasks.classification import ClassificationTask
-
-        return ClassificationTask(*common)
-    if cfg.task.name == "detection":
-        from gdrq_bench.tasks.detection import DetectionTask
-
-        return DetectionTask(cfg.task, *common)
-    from gdrq_bench.tasks.segmentation import SegmentationTask
-
-    return SegmentationTask(cfg.task, *common)
+def _check_dataset_schema(cfg: DictConfig, task_class: type[Task]) -> None:
+    """A data set preset of another task (dataset=digits with task=detection) is refused here,
+    naming the presets the task takes, rather than failing later on a missing key."""
+    if OmegaConf.get_type(cfg.dataset) is not task_class.dataset_schema:
+        valid = presets_extending("dataset", f"{cfg.task.name}_schema")
+        raise ConfigError(
+            f"dataset.name={cfg.dataset.name} is not a {cfg.task.name} data set; "
+            f"task={cfg.task.name} takes dataset= one of {', '.join(valid)}"
+        )

@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from gdrq_bench.config import ClassificationDatasetConfig, ModelConfig, TrainerConfig
+from gdrq_bench.config import (
+    ClassificationDatasetConfig,
+    ModelConfig,
+    TaskConfig,
+    TrainerConfig,
+)
 from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.fashion_mnist import load_fashion_mnist
@@ -20,7 +24,8 @@ from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
-from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device, write_json
+from gdrq_bench.tasks.base import Task
+from gdrq_bench.tasks.common import eval_batches, pair_to_device, write_json
 
 DATASET_NAMES = ("digits", "fashion_mnist", "imagenet", "imagefolder")
 PRESETS = ("small", "fashion", "imagenet")
@@ -48,19 +53,22 @@ def build_transforms(dataset: ClassificationDatasetConfig) -> tuple[T.Compose, T
     return T.Compose(train + tail), T.Compose(val + tail)
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     name = "classification"
+    dataset_schema = ClassificationDatasetConfig
     metric = "top1"
     quant_scope = QuantScope()  # the whole model; the last layer makes the predictions
 
     def __init__(
         self,
+        task: TaskConfig,
         dataset: ClassificationDatasetConfig,
         model: ModelConfig,
         trainer: TrainerConfig,
         cache_dir: str,
         bad_samples: BadSamplePolicy,
     ) -> None:
+        super().__init__(task, dataset, model, trainer, cache_dir, bad_samples)
         check_classifier(model.name, model.pretrained)
         if dataset.name not in DATASET_NAMES:
             raise ConfigError(
@@ -79,39 +87,15 @@ class ClassificationTask:
             check_same_classes(self.train_set, self.eval_set)
         self.num_classes = len(self.train_set.classes)
         self.pretrained_complete = model.pretrained and self.num_classes == IMAGENET_CLASSES
-        self.dataset_config, self.model_config, self.trainer_config = dataset, model, trainer
-        self.bad_samples = bad_samples
-        self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 
     def build_model(self) -> nn.Module:
         return build_classifier(
             self.model_config.name, self.num_classes, self.model_config.pretrained, self.weights_dir
         )
 
-    def train_loader(self) -> DataLoader:
-        trainer, workers = self.trainer_config, self.dataset_config.num_workers
-        return make_loader(self.train_set, trainer.batch_size, True, workers, self.bad_samples)
-
-    def eval_loader(self) -> DataLoader:
-        trainer, workers = self.trainer_config, self.dataset_config.num_workers
-        return make_loader(
-            self.eval_set,
-            trainer.eval_batch_size,
-            False,
-            workers,
-            self.bad_samples,
-            subset_batches=trainer.max_eval_batches,
-        )
-
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         images, labels = pair_to_device(batch, model)
         return F.cross_entropy(model(images), labels)
-
-    def model_inputs(self, batch: Any) -> Any:
-        return batch[0]
-
-    def fold_probe(self, model: nn.Module) -> nn.Module:
-        return model
 
     def evaluate(
         self,
@@ -127,9 +111,7 @@ class ClassificationTask:
         nll = 0.0
         targets: list[int] = []
         predicted: list[int] = []
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with self.evaluating(model):
             for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
                 images, labels = pair_to_device(batch, model)
                 logits = model(images)
@@ -141,7 +123,6 @@ class ClassificationTask:
                 correct_k += hits.any(dim=1).sum().item()
                 nll += F.cross_entropy(logits.double(), labels, reduction="sum").item()
                 total += labels.numel()
-        model.train(was_training)
         if predictions_path is not None:
             write_json(predictions_path, {"target": targets, "predicted": predicted})
         return {

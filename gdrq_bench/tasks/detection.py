@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from gdrq_bench.config import (
     DetectionDatasetConfig,
@@ -33,7 +32,8 @@ from gdrq_bench.models.detectors import (
     build_detector,
     check_detector,
 )
-from gdrq_bench.tasks.common import device_of, eval_batches, make_loader, write_json
+from gdrq_bench.tasks.base import Task
+from gdrq_bench.tasks.common import device_of, eval_batches, write_json
 
 DATASET_NAMES = ("shapes", "coco", "voc")
 FORMATS = ("coco", "voc")
@@ -72,9 +72,10 @@ def load_detection_sets(
     return sets[0], sets[1]
 
 
-class DetectionTask:
+class DetectionTask(Task):
     name = "detection"
-    pretrained_complete = False  # ImageNet weights cover the backbone only
+    dataset_schema = DetectionDatasetConfig
+    collate = staticmethod(collate_detection)
 
     def __init__(
         self,
@@ -85,15 +86,12 @@ class DetectionTask:
         cache_dir: str,
         bad_samples: BadSamplePolicy,
     ) -> None:
+        super().__init__(task, dataset, model, trainer, cache_dir, bad_samples)
         check_detector(task.detector, model.name, task.quantize)
         check_choice("task.voc_ap", task.voc_ap, VOC_AP)
         self.train_set, self.eval_set = load_detection_sets(dataset)
         self.metric = "bbox_ap" if dataset.format == "coco" else "map50"
         self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
-        self.task_config, self.dataset_config = task, dataset
-        self.model_config, self.trainer_config = model, trainer
-        self.bad_samples = bad_samples
-        self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 
     def build_model(self) -> nn.Module:
         return build_detector(
@@ -105,29 +103,9 @@ class DetectionTask:
             self.weights_dir,
         )
 
-    def _loader(
-        self, dataset: Dataset, batch_size: int, shuffle: bool, subset: int | None = None
-    ) -> DataLoader:
-        workers = self.dataset_config.num_workers
-        return make_loader(
-            dataset, batch_size, shuffle, workers, self.bad_samples, collate_detection, subset
-        )
-
-    def train_loader(self) -> DataLoader:
-        return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
-
-    def eval_loader(self) -> DataLoader:
-        trainer = self.trainer_config
-        return self._loader(
-            self.eval_set, trainer.eval_batch_size, shuffle=False, subset=trainer.max_eval_batches
-        )
-
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         images, targets = _to_device(batch, model)
         return sum(model(images, targets).values())
-
-    def model_inputs(self, batch: Any) -> Any:
-        return batch[0]
 
     def fold_probe(self, model: nn.Module) -> nn.Module:
         return RawDetectorOutputs(model)
@@ -157,16 +135,13 @@ class DetectionTask:
     def _detect(
         self, model: nn.Module, loader: DataLoader, max_batches: int | None
     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-        was_training, device = model.training, device_of(model)
-        model.eval()
+        device, progress = device_of(model), self.trainer_config.progress
         detections, targets = [], []
-        with torch.no_grad():
-            progress = self.trainer_config.progress
+        with self.evaluating(model):
             for images, batch_targets in eval_batches(loader, max_batches, progress):
                 outputs = model([image.to(device) for image in images])
                 detections += [{k: v.cpu() for k, v in d.items()} for d in outputs]
                 targets += batch_targets
-        model.train(was_training)
         return detections, targets
 
     def _coco_results(

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from gdrq_bench.config import (
     ModelConfig,
@@ -29,15 +28,17 @@ from gdrq_bench.data.shapes import SHAPE_CLASSES, prepare_shapes, voc_root
 from gdrq_bench.errors import check_choice
 from gdrq_bench.metrics.segmentation import ConfusionMatrix
 from gdrq_bench.models.segmenters import build_segmenter, check_segmenter, segmenter_scope
-from gdrq_bench.tasks.common import eval_batches, make_loader, pair_to_device
+from gdrq_bench.tasks.base import Task
+from gdrq_bench.tasks.common import eval_batches, pair_to_device
 
 DATASET_NAMES = ("shapes", "voc")
 AUX_WEIGHT = 0.5  # torchvision's reference weighs the auxiliary loss so
 
 
-class SegmentationTask:
+class SegmentationTask(Task):
     name = "segmentation"
-    pretrained_complete = False  # ImageNet weights cover the backbone only
+    dataset_schema = SegmentationDatasetConfig
+    collate = staticmethod(collate_segmentation)
     metric = "miou"
 
     def __init__(
@@ -49,6 +50,7 @@ class SegmentationTask:
         cache_dir: str,
         bad_samples: BadSamplePolicy,
     ) -> None:
+        super().__init__(task, dataset, model, trainer, cache_dir, bad_samples)
         check_segmenter(task.head, model.name, task.aux_loss)
         check_choice("dataset.name", dataset.name, DATASET_NAMES)
         root = Path(dataset.root).expanduser()
@@ -74,10 +76,6 @@ class SegmentationTask:
         )
         self.eval_set = VocSegmentationSet(split=dataset.val_split, train=False, **common)
         self.quant_scope = segmenter_scope(task.head)
-        self.task_config, self.dataset_config = task, dataset
-        self.model_config, self.trainer_config = model, trainer
-        self.bad_samples = bad_samples
-        self.weights_dir = Path(cache_dir).expanduser() / "torchvision"
 
     def build_model(self) -> nn.Module:
         return build_segmenter(
@@ -87,23 +85,6 @@ class SegmentationTask:
             self.task_config.aux_loss,
             self.model_config.pretrained,
             self.weights_dir,
-        )
-
-    def _loader(
-        self, dataset: Dataset, batch_size: int, shuffle: bool, subset: int | None = None
-    ) -> DataLoader:
-        workers = self.dataset_config.num_workers
-        return make_loader(
-            dataset, batch_size, shuffle, workers, self.bad_samples, collate_segmentation, subset
-        )
-
-    def train_loader(self) -> DataLoader:
-        return self._loader(self.train_set, self.trainer_config.batch_size, shuffle=True)
-
-    def eval_loader(self) -> DataLoader:
-        trainer = self.trainer_config
-        return self._loader(
-            self.eval_set, trainer.eval_batch_size, shuffle=False, subset=trainer.max_eval_batches
         )
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
@@ -116,12 +97,6 @@ class SegmentationTask:
             )
         return loss
 
-    def model_inputs(self, batch: Any) -> Any:
-        return batch[0]
-
-    def fold_probe(self, model: nn.Module) -> nn.Module:
-        return model  # logits are continuous in the weights
-
     def evaluate(
         self,
         model: nn.Module,
@@ -132,13 +107,10 @@ class SegmentationTask:
         """mIoU and pixel accuracy in percent, and the IoU of each class (NaN for a class
         absent from both the truth and the predictions: it is left out of the mean)."""
         matrix = ConfusionMatrix(len(self.classes))
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with self.evaluating(model):
             for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
                 images, masks = pair_to_device(batch, model)
                 matrix.update(masks, model(images)["out"].argmax(dim=1))
-        model.train(was_training)
         scores = matrix.compute()
         per_class = zip(self.classes, scores["iou_per_class"], strict=True)
         return {
