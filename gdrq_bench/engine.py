@@ -16,13 +16,9 @@ from tqdm import tqdm
 
 from gdrq_bench import distributed
 from gdrq_bench.checkpoint import capture_rng, restore_rng
-from gdrq_bench.errors import GdrqError
+from gdrq_bench.errors import GdrqError, TrainingError
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(GdrqError):
-    """Training cannot go on (a non-finite loss); names the stage and step."""
 
 
 def make_optimizer(

@@ -33,6 +33,14 @@ class DataError(GdrqError):
     """A data set that is missing, malformed or laid out wrongly; the message names the path."""
 
 
+class TrainingError(GdrqError):
+    """Training cannot go on (a non-finite loss); names the stage and step."""
+
+
+class SweepError(GdrqError):
+    """A gdrq-sweep preset that does not exist or is malformed."""
+
+
 def check_choice(key: str, value: str, valid: tuple[str, ...] | list[str], what: str = "") -> None:
     """Raise ConfigError naming `key` unless `value` is one of `valid` (`what` qualifies it)."""
     if value not in valid:

@@ -18,12 +18,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gdrq_bench.errors import SweepError
+
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "conf" / "sweep"
 GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
-
-
-class SweepError(Exception):
-    """A preset that does not exist or is malformed."""
 
 
 def load_preset(name: str, directory: Path = SWEEP_DIR) -> DictConfig:

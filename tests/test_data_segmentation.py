@@ -11,13 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gdrq_bench.data.segmentation import (
-    IGNORE_INDEX,
-    VOC_SEG_CLASSES,
-    VocSegmentationSet,
-    collate_segmentation,
-)
+from gdrq_bench.data.segmentation import VOC_SEG_CLASSES, VocSegmentationSet, collate_segmentation
 from gdrq_bench.data.shapes import prepare_shapes, voc_palette, voc_root
+from gdrq_bench.data.voc import IGNORE_INDEX
 from gdrq_bench.errors import DataError
 
 SIZE = 64

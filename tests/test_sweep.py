@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
-from gdrq_bench.sweep import SWEEP_DIR, SweepError, grid_commands, load_preset
+from gdrq_bench.errors import SweepError
+from gdrq_bench.sweep import SWEEP_DIR, grid_commands, load_preset
 
 PRESETS = sorted(path.stem for path in SWEEP_DIR.glob("*.yaml"))
 

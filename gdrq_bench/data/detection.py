@@ -26,15 +26,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from gdrq_bench.data.bad_samples import read_rgb
+from gdrq_bench.data.voc import read_image_set, year_folders
 from gdrq_bench.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)  # fmt: skip
 MIN_BOX_SIDE = 1e-3
 COCO_KEYS = ("images", "annotations", "categories")
 
@@ -138,16 +134,10 @@ class VocDetectionSet(_DetectionSet):
     def __init__(
         self, root: Path, years: Sequence[str], split: str, classes: Sequence[str], train: bool
     ) -> None:
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise DataError(
-                f"VOC root {root} does not exist; expected VOCdevkit holding VOC<year>/"
-            )
         label_of = {name: i + 1 for i, name in enumerate(classes)}
         self.stems: list[str] = []
         records: list[_Record] = []
-        for year in [years] if isinstance(years, str) else years:
-            voc = root / f"VOC{year}"
+        for voc in year_folders(root, years):
             for stem in read_image_set(voc / "ImageSets" / "Main" / f"{split}.txt"):
                 records.append(_read_voc_xml(voc, stem, len(records), label_of, train))
                 self.stems.append(stem)
@@ -274,13 +264,6 @@ def _coco_record(
     image = image_dir / info["file_name"]
     no_difficult = [False] * len(labels)
     return _record(image, annotation_file, (height, width), image_id, boxes, labels, no_difficult)
-
-
-def read_image_set(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"VOC image set {path} does not exist")
-    # a per-class set has "<stem> <1|0|-1>" lines; the stem is always first
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
 def _read_voc_xml(

@@ -22,11 +22,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from gdrq_bench.data.bad_samples import BadSamplePolicy, UnreadableSample, read_rgb
-from gdrq_bench.data.detection import VOC_CLASSES, read_image_set
+from gdrq_bench.data.voc import IGNORE_INDEX, VOC_CLASSES, read_image_set, year_folders
 from gdrq_bench.errors import DataError
 
 VOC_SEG_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
-IGNORE_INDEX = 255
 MASK_MODES = ("P", "L")  # palette indices (VOC) or grayscale indices (SBD converted to PNG)
 
 
@@ -61,11 +60,6 @@ class VocSegmentationSet(Dataset):
             raise ValueError(f"num_classes is {num_classes}, not in 1..{IGNORE_INDEX}")
         if crop_size is not None and crop_size < 1:
             raise ValueError(f"crop_size is {crop_size}, not a positive number of pixels")
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise DataError(
-                f"VOC root {root} does not exist; expected VOCdevkit holding VOC<year>/"
-            )
         self.num_classes = num_classes
         self.train = train
         self.stems: list[str] = []
@@ -113,15 +107,10 @@ def _listings(
     root: Path, years: Sequence[str], split: str, split_file: Path | None
 ) -> list[tuple[Path, Path]]:
     """(VOC<year> folder, image set file) pairs whose stems make up the set, in order."""
-    years = [years] if isinstance(years, str) else list(years)
-    if not years:
-        raise ValueError("years is empty; name at least one VOC year")
+    folders = year_folders(root, years)
     if split_file is not None:
-        return [(root / f"VOC{years[0]}", Path(split_file).expanduser())]
-    return [
-        (root / f"VOC{year}", root / f"VOC{year}" / "ImageSets" / "Segmentation" / f"{split}.txt")
-        for year in years
-    ]
+        return [(folders[0], Path(split_file).expanduser())]
+    return [(voc, voc / "ImageSets" / "Segmentation" / f"{split}.txt") for voc in folders]
 
 
 def _train_transform(crop_size: int | None) -> v2.Transform:

@@ -26,6 +26,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from gdrq_bench.data.cached_tree import write_once
+from gdrq_bench.data.voc import IGNORE_INDEX
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 # not contiguous on purpose, as COCO's own ids (1..90 with gaps) are not
@@ -42,7 +43,6 @@ EMPTY_PROBABILITY = 0.03  # besides the last image of each split, which is alway
 DIFFICULT_FRACTION = 0.2  # VOC difficult: both box sides below this fraction of the image
 CIRCLE_POINTS = 24
 BAND_WIDTH = 3
-IGNORE_INDEX = 255
 MIN_CONTRAST = 120.0  # Euclidean RGB distance between a shape and the background
 
 

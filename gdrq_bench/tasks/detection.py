@@ -16,13 +16,9 @@ from gdrq_bench.config import (
     TrainerConfig,
 )
 from gdrq_bench.data.bad_samples import BadSamplePolicy
-from gdrq_bench.data.detection import (
-    VOC_CLASSES,
-    CocoDetectionSet,
-    VocDetectionSet,
-    collate_detection,
-)
+from gdrq_bench.data.detection import CocoDetectionSet, VocDetectionSet, collate_detection
 from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
+from gdrq_bench.data.voc import VOC_CLASSES
 from gdrq_bench.errors import check_choice
 from gdrq_bench.metrics.coco_eval import coco_bbox_stats
 from gdrq_bench.metrics.voc_map import voc_map

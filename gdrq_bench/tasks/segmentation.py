@@ -19,12 +19,12 @@ from gdrq_bench.config import (
 )
 from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.segmentation import (
-    IGNORE_INDEX,
     VOC_SEG_CLASSES,
     VocSegmentationSet,
     collate_segmentation,
 )
 from gdrq_bench.data.shapes import SHAPE_CLASSES, prepare_shapes, voc_root
+from gdrq_bench.data.voc import IGNORE_INDEX
 from gdrq_bench.errors import check_choice
 from gdrq_bench.metrics.segmentation import ConfusionMatrix
 from gdrq_bench.models.segmenters import build_segmenter, check_segmenter, segmenter_scope
