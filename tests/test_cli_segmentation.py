@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from gdrq_bench.cli import CONFIG_DIR
 from gdrq_bench.data.shapes import prepare_shapes, voc_root
+from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.segmenters import build_segmenter, segmenter_scope
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model, verify_fold
 from gdrq_bench.results import COLUMNS
+from gdrq_bench.run.task import build_task
 
 SMALL = (
     "task=segmentation",
@@ -161,7 +165,11 @@ def test_fold_is_exact_on_the_logits_at_w4a4(head: str, backbone: str) -> None:
 
 
 def test_wrong_task_for_the_dataset_names_the_key(tmp_path: Path, cache_dir: Path) -> None:
-    result = gdrq_run(tmp_path, cache_dir, *SMALL, "dataset=shapes")
+    """In-process: building the task refuses a data set preset of another task."""
+    overrides = [*SMALL, "dataset=shapes", f"cache_dir={cache_dir}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
     named = "dataset.name=shapes is not a segmentation data set; task=segmentation takes "
     named += "dataset= one of shapes_seg, voc_seg"
-    assert_failed_cleanly(result, tmp_path, "segmentation", named)
+    with pytest.raises(ConfigError, match=f"^{named}$"):
+        build_task(cfg, tmp_path)

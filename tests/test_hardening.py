@@ -1,17 +1,24 @@
 """Bad input and faults through gdrq-run itself: one error line naming what to fix, a non-zero
-exit, no results row; unreadable images skipped and counted when asked to."""
+exit, no results row; unreadable images skipped and counted when asked to. The checks that need
+no run (a checkpoint file, the output directories) are called in-process."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
+from hydra import compose, initialize_config_dir
 
+from gdrq_bench.cli import CONFIG_DIR
 from gdrq_bench.data.digits import prepare_digits
+from gdrq_bench.errors import ConfigError, GdrqError
 from gdrq_bench.models.cifar_resnet import resnet20
+from gdrq_bench.run import prepare_run
+from gdrq_bench.run.fp import load_checkpoint
 
 # The digits tree as a user's ImageFolder data set, at the size the smoke trainer expects.
 FOLDER = (
@@ -162,14 +169,15 @@ def _checkpoint(tmp_path: Path, kind: str) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("kind", ["missing", "not_torch", "other_architecture", "other_head"])
-def test_bad_checkpoint_names_the_file_and_what_does_not_fit(
-    tmp_path: Path, cache_dir: Path, kind: str
-) -> None:
+def test_bad_checkpoint_names_the_file_and_what_does_not_fit(tmp_path: Path, kind: str) -> None:
+    """In-process: the fp stage's checkpoint loader (gdrq-run prints its GdrqError as one line,
+    as the tests above show)."""
     path, named = _checkpoint(tmp_path, kind)
-    result = gdrq_run(tmp_path, cache_dir, f"model.checkpoint={path}")
-    assert_failed_cleanly(result, tmp_path, "classification", named)
+    with pytest.raises(GdrqError, match=re.escape(named)) as caught:
+        load_checkpoint(resnet20(num_classes=10), str(path), "resnet20")
+    assert "\n" not in str(caught.value)
     if kind == "other_architecture":
-        assert "unexpected keys ['layer2.0.downsample.0.weight'" in result.stderr
+        assert "unexpected keys ['layer2.0.downsample.0.weight'" in str(caught.value)
 
 
 def test_nan_loss_names_the_stage_and_step(tmp_path: Path, cache_dir: Path) -> None:
@@ -179,15 +187,15 @@ def test_nan_loss_names_the_stage_and_step(tmp_path: Path, cache_dir: Path) -> N
 
 
 @pytest.mark.parametrize("fault", ["a_file_in_the_way", "no_free_space"])
-def test_output_directory_problems_are_reported_before_training(
-    tmp_path: Path, cache_dir: Path, fault: str
-) -> None:
+def test_output_directory_problems_are_reported_before_training(tmp_path: Path, fault: str) -> None:
+    """In-process: prepare_run, the checks gdrq-run makes before it builds the task."""
     if fault == "a_file_in_the_way":
         blocker = tmp_path / "blocker"
         blocker.write_text("")
         overrides, named = [f"results_dir={blocker / 'results'}"], "is not writable"
     else:
         overrides, named = ["min_free_mb=1000000000"], "less than min_free_mb=1000000000"
-    result = gdrq_run(tmp_path, cache_dir, "logger=none", *overrides)
-    assert_failed_cleanly(result, tmp_path, "classification", named)
-    assert "epoch" not in result.stdout + result.stderr
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"cache_dir={tmp_path / 'cache'}", *overrides])
+    with pytest.raises(ConfigError, match=named):
+        prepare_run(cfg, tmp_path / "run")
