@@ -1,4 +1,5 @@
-"""What every task does the same way: loaders, evaluation batches, the model's device."""
+"""Helpers the tasks share: the loader factory, evaluation batches, batches and models on a
+device, predictions written atomically."""
 
 from __future__ import annotations
 
