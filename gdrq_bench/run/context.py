@@ -93,7 +93,8 @@ class Run:
         predictions = self.run_dir / ("predictions.json" if final else f"predictions_{name}.json")
         loader = self.task.eval_loader()
         self.eval_samples = len(loader.dataset)
-        metrics = self.task.evaluate(model, loader, self.cfg.trainer.max_eval_batches, predictions)
+        # the loader already holds trainer.max_eval_batches' subset: no second cap here
+        metrics = self.task.evaluate(model, loader, predictions_path=predictions)
         self.metrics[name] = metrics
         self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
         shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
