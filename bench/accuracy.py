@@ -5,9 +5,11 @@
 
 `run` takes a sweep preset of conf/sweep/ and runs, in order: the float model of each of its
 models (`gdrq-run bits=32` with the preset's overrides, --jobs at once), so every later run
-finds it in the cache; the preset's grids (`gdrq-sweep PRESET`); the same grids through
-Brevitas (bench/brevitas_qat.py) instead of the project's methods. --jobs processes of one
-thread each, as the sweep runs its jobs.
+finds it in the cache; then grid by grid, the grid's runs (the `gdrq-run --multirun` that
+`gdrq-sweep PRESET` would start) and the same runs through Brevitas (bench/brevitas_qat.py)
+instead of the project's methods, so a preset that lists its most telling grid first (one seed
+at every width) has a complete table early. --jobs processes of one thread each, as the sweep
+runs its jobs.
 
 `table` reads bench/results/classification.csv, keeps the latest row of each data set, model,
 method, bit-width and seed (a rerun replaces earlier numbers), and prints per model: the float
@@ -29,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
 
 from gdrq_bench.quant import METHODS
-from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
+from gdrq_bench.sweep import GDRQ_RUN, grid_commands, load_preset, threads_per_job
 
 RESULTS = Path("bench/results/classification.csv")
 BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
@@ -46,13 +49,15 @@ def _common(preset_name: str, jobs: int) -> list[str]:
     return [*map(str, preset.overrides), f"trainer.threads={threads_per_job(jobs)}"]
 
 
+def _runs_of(grid: DictConfig) -> list[list[str]]:
+    """Every run of one grid as a list of key=value overrides."""
+    axes = [[f"{key}={v}" for v in str(values).split(",")] for key, values in grid.items()]
+    return [list(combination) for combination in itertools.product(*axes)]
+
+
 def _grid_runs(preset_name: str) -> list[list[str]]:
-    """Every run of the preset's grids as a list of key=value overrides."""
-    runs = []
-    for grid in load_preset(preset_name).grids:
-        axes = [[f"{key}={v}" for v in str(values).split(",")] for key, values in grid.items()]
-        runs += [list(combination) for combination in itertools.product(*axes)]
-    return runs
+    """Every run of the preset's grids."""
+    return [run for grid in load_preset(preset_name).grids for run in _runs_of(grid)]
 
 
 def float_commands(preset_name: str, jobs: int) -> list[list[str]]:
@@ -63,10 +68,10 @@ def float_commands(preset_name: str, jobs: int) -> list[list[str]]:
     return [[*common, model] for model in models] if models else [common]
 
 
-def brevitas_commands(preset_name: str, jobs: int) -> list[list[str]]:
-    """The preset's grids with Brevitas in place of the methods, one command per run."""
+def brevitas_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[str]]:
+    """One grid with Brevitas in place of the methods, one command per run."""
     common = _common(preset_name, jobs)
-    runs = {tuple(a for a in run if not a.startswith("method=")) for run in _grid_runs(preset_name)}
+    runs = {tuple(a for a in run if not a.startswith("method=")) for run in _runs_of(grid)}
     return [[sys.executable, BREVITAS_QAT, *common, *run] for run in sorted(runs)]
 
 
@@ -80,10 +85,13 @@ def _run_all(commands: list[list[str]], jobs: int, what: str) -> None:
 
 def run(preset_name: str, jobs: int) -> None:
     _run_all(float_commands(preset_name, jobs), jobs, "float runs")
-    sweep = [str(Path(GDRQ_RUN).with_name("gdrq-sweep")), preset_name, "--jobs", str(jobs)]
-    if subprocess.run(sweep).returncode != 0:
-        sys.exit("bench/accuracy.py: the sweep failed (its log is above)")
-    _run_all(brevitas_commands(preset_name, jobs), jobs, "Brevitas runs")
+    preset = load_preset(preset_name)
+    sweeps = grid_commands(preset, [], jobs)
+    for number, (grid, sweep) in enumerate(zip(preset.grids, sweeps), 1):
+        print(f"bench/accuracy.py: grid {number}/{len(sweeps)}", file=sys.stderr, flush=True)
+        if subprocess.run(sweep).returncode != 0:
+            sys.exit(f"bench/accuracy.py: grid {number} failed (its log is above)")
+        _run_all(brevitas_commands(preset_name, jobs, grid), jobs, f"grid {number}'s Brevitas runs")
 
 
 def latest_rows(results: Path, dataset: str) -> pd.DataFrame:

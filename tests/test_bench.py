@@ -22,17 +22,20 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
     floats = accuracy.float_commands("bench_fashion", jobs=2)
     assert sorted(c[-1] for c in floats) == ["model=mobilenet_v2_cifar", "model=resnet20"]
     assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
-    commands = accuracy.brevitas_commands("bench_fashion", jobs=2)
+    grids = accuracy.load_preset("bench_fashion").grids
+    commands = [c for grid in grids for c in accuracy.brevitas_commands("bench_fashion", 2, grid)]
     runs = sorted(
         tuple(arg for arg in c if arg.startswith(("model=", "bits=", "seed="))) for c in commands
     )
     expected = [
-        (f"model={model}", f"bits={bits}", *([f"seed={seed}"] if seeds else []))
+        (f"model={model}", f"bits={bits}", *([f"seed={seed}"] if seed else []))
         for model in ("resnet20", "mobilenet_v2_cifar")
         for bits, seeds in (("8", False), ("3", False), ("4", True), ("w2a4", True))
         for seed in ((0, 1, 2) if seeds else (0,))
     ]
     assert runs == sorted(expected)
+    first_grid = accuracy.brevitas_commands("bench_fashion", 2, grids[0])
+    assert not any(arg.startswith("seed=") for c in first_grid for arg in c)  # seed 0 first
     for command in commands:
         assert command[1].endswith("brevitas_qat.py")
         assert "fp_seed=0" in command and "results_dir=bench/results" in command
