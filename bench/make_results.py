@@ -1,12 +1,14 @@
 """`make bench`: run the benchmark steps and write bench/RESULTS.md from what they print.
 
-    python bench/make_results.py [--steps accuracy,digits,cost,eval] [--jobs 2]
+    python bench/make_results.py [--steps accuracy,digits,cost,eval] [--jobs 2] [--tables-only]
 
 Each step's commands run in turn; what the last command of a step prints (a Markdown table)
 is kept in bench/out/<step>.md with the commands and their wall time, and RESULTS.md is
 assembled from those files under a description of this machine. `--steps` reruns some steps
-and keeps the others' last output. The GPU table, bench/RESULTS_GPU.md, is written by
-bench/gpu.sh on a CUDA machine and only linked from here.
+and keeps the others' sections (from bench/out, else from the committed RESULTS.md).
+`--tables-only` runs only each step's table command on the rows already in bench/results, for
+a step whose runs were stopped part-way or ran elsewhere; its section says so. The GPU table,
+bench/RESULTS_GPU.md, is written by bench/gpu.sh on a CUDA machine and only linked from here.
 """
 
 from __future__ import annotations
@@ -118,12 +120,13 @@ def machine() -> str:
     )
 
 
-def run_step(step: Step) -> None:
+def run_step(step: Step, tables_only: bool = False) -> None:
     """Run the step's commands (stderr and all but the last one's output pass through) and
-    write bench/out/<step>.md."""
+    write bench/out/<step>.md; with `tables_only`, its last command alone."""
     started, sections = time.perf_counter(), []
-    for index, command in enumerate(step.commands):
-        last = index == len(step.commands) - 1
+    commands = step.commands[-1:] if tables_only else step.commands
+    for index, command in enumerate(commands):
+        last = index == len(commands) - 1
         print(f"make_results: {shlex.join(command)}", file=sys.stderr, flush=True)
         result = subprocess.run(
             [sys.executable, *command[1:]], stdout=subprocess.PIPE if last else None, text=True
@@ -133,13 +136,28 @@ def run_step(step: Step) -> None:
         if last:
             sections.append(result.stdout.strip())
     minutes = (time.perf_counter() - started) / 60
-    commands = "\n".join(shlex.join(command) for command in step.commands)
+    shown = "\n".join(shlex.join(command) for command in step.commands)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    ran = (
+        f"Table built {stamp} from the rows present in bench/results (the runs were not "
+        f"repeated by this call), code {git_sha()}."
+        if tables_only
+        else f"Ran {stamp}, {minutes:.1f} min wall, code {git_sha()}."
+    )
     OUT.mkdir(exist_ok=True)
     (OUT / f"{step.name}.md").write_text(
-        f"## {step.title}\n\n{step.about}\n\n```\n{commands}\n```\n\n"
-        f"Ran {stamp}, {minutes:.1f} min wall, code {git_sha()}.\n\n" + "\n".join(sections) + "\n"
+        f"## {step.title}\n\n{step.about}\n\n```\n{shown}\n```\n\n{ran}\n\n"
+        + "\n".join(sections)
+        + "\n"
     )
+
+
+def committed_sections(results: Path) -> dict[str, str]:
+    """The `## title` sections of an existing RESULTS.md, by title."""
+    if not results.is_file():
+        return {}
+    blocks = results.read_text().split("\n## ")[1:]
+    return {block.split("\n", 1)[0]: "## " + block.strip() for block in blocks}
 
 
 def assemble(all_steps: list[Step]) -> str:
@@ -155,12 +173,11 @@ def assemble(all_steps: list[Step]) -> str:
         "",
         "On CUDA: [RESULTS_GPU.md](RESULTS_GPU.md), written by `bash bench/gpu.sh`.",
     ]
+    kept = committed_sections(BENCH / "RESULTS.md")
     for step in all_steps:
         output = OUT / f"{step.name}.md"
-        parts += [
-            "",
-            output.read_text().strip() if output.is_file() else f"## {step.title}\n\nNot run yet.",
-        ]
+        section = output.read_text().strip() if output.is_file() else kept.get(step.title)
+        parts += ["", section or f"## {step.title}\n\nNot run yet."]
     return "\n".join(parts) + "\n"
 
 
@@ -168,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="accuracy,digits,cost,eval")
     parser.add_argument("--jobs", type=int, default=2, help="accuracy runs at once")
+    parser.add_argument(
+        "--tables-only", action="store_true", help="only the table commands, on the rows present"
+    )
     args = parser.parse_args(argv)
     all_steps = steps(args.jobs)
     chosen = args.steps.split(",")
@@ -177,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(BENCH.parent)  # the commands and results paths are relative to the repo root
     for step in all_steps:
         if step.name in chosen:
-            run_step(step)
+            run_step(step, args.tables_only)
     (BENCH / "RESULTS.md").write_text(assemble(all_steps))
     print(f"make_results: wrote {BENCH / 'RESULTS.md'}", file=sys.stderr)
 

@@ -149,3 +149,36 @@ def test_brevitas_copy_quantizes_every_layer_input_as_gdrq_run_does() -> None:
     with torch.no_grad():
         assert qmodel.eval()(images).shape == (8, 10)
     assert not any(isinstance(m, qnn.QuantIdentity) for m in model.modules())  # untouched
+
+
+def test_tables_only_runs_the_last_command_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    import make_results
+
+    monkeypatch.setattr(make_results, "OUT", tmp_path)
+    marker = tmp_path / "ran"
+    step = make_results.Step(
+        "demo",
+        "Demo table",
+        "about",
+        (
+            ("python", "-c", f"open({str(marker)!r}, 'w')"),  # the runs: skipped
+            ("python", "-c", "print('| a |')"),
+        ),
+    )
+    make_results.run_step(step, tables_only=True)
+    written = (tmp_path / "demo.md").read_text()
+    assert not marker.exists()
+    assert "| a |" in written and "the runs were not repeated" in written
+    assert "open(" in written  # the commands that make the rows are still shown
+
+
+def test_sections_of_steps_not_rerun_are_kept_from_the_committed_file(tmp_path: Path) -> None:
+    import make_results
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# t\n\nMachine: m\n\n## Cost\n\n| x |\n\n## Eval\n\ntext\n")
+    assert make_results.committed_sections(results) == {
+        "Cost": "## Cost\n\n| x |",
+        "Eval": "## Eval\n\ntext",
+    }
+    assert make_results.committed_sections(tmp_path / "missing.md") == {}
