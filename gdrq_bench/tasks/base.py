@@ -46,6 +46,12 @@ class Task(ABC):
         self.model_config, self.trainer_config = model, trainer
         self.bad_samples = bad_samples  # what an unreadable image does; counts the skipped ones
         self.weights_dir = Path(cache_dir).expanduser() / "torchvision"  # pretrained weights
+        self.setup(cache_dir)
+
+    @abstractmethod
+    def setup(self, cache_dir: str) -> None:
+        """The task's own part of construction: check its keys, load its data sets (cached
+        under cache_dir where a data set unpacks), set its metric and quantization scope."""
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -57,14 +63,11 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(
-        self,
-        model: nn.Module,
-        loader: DataLoader,
-        max_batches: int | None = None,
-        predictions_path: Path | None = None,
+        self, model: nn.Module, loader: DataLoader, predictions_path: Path | None = None
     ) -> dict[str, float]:
-        """Metrics in percent over the loader (the first max_batches batches if given); a task
-        with per-image predictions writes them to predictions_path when given."""
+        """Metrics in percent over the loader (the run's loader already holds
+        trainer.max_eval_batches' subset); a task with per-image predictions writes them to
+        predictions_path when given."""
 
     def train_loader(self) -> DataLoader:
         """Shuffled training batches (the seed is set by the caller)."""

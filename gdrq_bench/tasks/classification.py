@@ -11,13 +11,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from gdrq_bench.config import (
-    ClassificationDatasetConfig,
-    ModelConfig,
-    TaskConfig,
-    TrainerConfig,
-)
-from gdrq_bench.data.bad_samples import BadSamplePolicy
+from gdrq_bench.config import ClassificationDatasetConfig
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.fashion_mnist import load_fashion_mnist
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
@@ -59,16 +53,8 @@ class ClassificationTask(Task):
     metric = "top1"
     quant_scope = QuantScope()  # the whole model; the last layer makes the predictions
 
-    def __init__(
-        self,
-        task: TaskConfig,
-        dataset: ClassificationDatasetConfig,
-        model: ModelConfig,
-        trainer: TrainerConfig,
-        cache_dir: str,
-        bad_samples: BadSamplePolicy,
-    ) -> None:
-        super().__init__(task, dataset, model, trainer, cache_dir, bad_samples)
+    def setup(self, cache_dir: str) -> None:
+        dataset, model = self.dataset_config, self.model_config
         check_classifier(model.name, model.pretrained)
         if dataset.name not in DATASET_NAMES:
             raise ConfigError(
@@ -98,11 +84,7 @@ class ClassificationTask(Task):
         return F.cross_entropy(model(images), labels)
 
     def evaluate(
-        self,
-        model: nn.Module,
-        loader: DataLoader,
-        max_batches: int | None = None,
-        predictions_path: Path | None = None,
+        self, model: nn.Module, loader: DataLoader, predictions_path: Path | None = None
     ) -> dict[str, float]:
         """top1, top5 and the cross-entropy `nll`; with predictions_path, each image's label
         and top-1 prediction (in loader order) go there, for paired tests between models."""
@@ -112,7 +94,7 @@ class ClassificationTask(Task):
         targets: list[int] = []
         predicted: list[int] = []
         with self.evaluating(model):
-            for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
+            for batch in eval_batches(loader, self.trainer_config.progress):
                 images, labels = pair_to_device(batch, model)
                 logits = model(images)
                 top = logits.topk(k, dim=1).indices

@@ -62,12 +62,9 @@ def make_loader(
     )
 
 
-def eval_batches(loader: DataLoader, max_batches: int | None, progress: bool) -> Iterator[Any]:
-    """The loader's first max_batches batches (all if None) that hold a sample, with a
-    progress bar."""
-    total = min(len(loader), max_batches or len(loader))
-    batches = itertools.islice(loader, max_batches)
-    shown = tqdm(batches, "eval", total, leave=False, disable=not progress)
+def eval_batches(loader: DataLoader, progress: bool) -> Iterator[Any]:
+    """The loader's batches that hold a sample, with a progress bar."""
+    shown = tqdm(loader, "eval", len(loader), leave=False, disable=not progress)
     return (batch for batch in shown if batch is not None)
 
 

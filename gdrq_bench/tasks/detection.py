@@ -11,11 +11,7 @@ from torch.utils.data import DataLoader
 
 from gdrq_bench.config import (
     DetectionDatasetConfig,
-    DetectionTaskConfig,
-    ModelConfig,
-    TrainerConfig,
 )
-from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.detection import CocoDetectionSet, VocDetectionSet, collate_detection
 from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
 from gdrq_bench.data.voc import VOC_CLASSES
@@ -73,16 +69,8 @@ class DetectionTask(Task):
     dataset_schema = DetectionDatasetConfig
     collate = staticmethod(collate_detection)
 
-    def __init__(
-        self,
-        task: DetectionTaskConfig,
-        dataset: DetectionDatasetConfig,
-        model: ModelConfig,
-        trainer: TrainerConfig,
-        cache_dir: str,
-        bad_samples: BadSamplePolicy,
-    ) -> None:
-        super().__init__(task, dataset, model, trainer, cache_dir, bad_samples)
+    def setup(self, cache_dir: str) -> None:
+        task, dataset, model = self.task_config, self.dataset_config, self.model_config
         check_detector(task.detector, model.name, task.quantize)
         check_choice("task.voc_ap", task.voc_ap, VOC_AP)
         self.train_set, self.eval_set = load_detection_sets(dataset)
@@ -107,15 +95,11 @@ class DetectionTask(Task):
         return RawDetectorOutputs(model)
 
     def evaluate(
-        self,
-        model: nn.Module,
-        loader: DataLoader,
-        max_batches: int | None = None,
-        predictions_path: Path | None = None,
+        self, model: nn.Module, loader: DataLoader, predictions_path: Path | None = None
     ) -> dict[str, float]:
         """Detect on the loader's images, write the detections as COCO results (original
         category ids; VOC images are named by their file stem) and score them."""
-        detections, targets = self._detect(model, loader, max_batches)
+        detections, targets = self._detect(model, loader)
         results = [
             result
             for target, detection in zip(targets, detections, strict=True)
@@ -129,12 +113,12 @@ class DetectionTask(Task):
         return self._voc_metrics(detections, targets)
 
     def _detect(
-        self, model: nn.Module, loader: DataLoader, max_batches: int | None
+        self, model: nn.Module, loader: DataLoader
     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
         device, progress = device_of(model), self.trainer_config.progress
         detections, targets = [], []
         with self.evaluating(model):
-            for images, batch_targets in eval_batches(loader, max_batches, progress):
+            for images, batch_targets in eval_batches(loader, progress):
                 outputs = model([image.to(device) for image in images])
                 detections += [{k: v.cpu() for k, v in d.items()} for d in outputs]
                 targets += batch_targets

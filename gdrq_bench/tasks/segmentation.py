@@ -12,12 +12,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from gdrq_bench.config import (
-    ModelConfig,
     SegmentationDatasetConfig,
-    SegmentationTaskConfig,
-    TrainerConfig,
 )
-from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.segmentation import (
     VOC_SEG_CLASSES,
     VocSegmentationSet,
@@ -41,16 +37,8 @@ class SegmentationTask(Task):
     collate = staticmethod(collate_segmentation)
     metric = "miou"
 
-    def __init__(
-        self,
-        task: SegmentationTaskConfig,
-        dataset: SegmentationDatasetConfig,
-        model: ModelConfig,
-        trainer: TrainerConfig,
-        cache_dir: str,
-        bad_samples: BadSamplePolicy,
-    ) -> None:
-        super().__init__(task, dataset, model, trainer, cache_dir, bad_samples)
+    def setup(self, cache_dir: str) -> None:
+        task, dataset, model = self.task_config, self.dataset_config, self.model_config
         check_segmenter(task.head, model.name, task.aux_loss)
         check_choice("dataset.name", dataset.name, DATASET_NAMES)
         root = Path(dataset.root).expanduser()
@@ -65,7 +53,7 @@ class SegmentationTask(Task):
             years=list(dataset.years),
             num_classes=len(self.classes),
             mask_dir=dataset.mask_dir,
-            bad_samples=bad_samples,
+            bad_samples=self.bad_samples,
         )
         self.train_set = VocSegmentationSet(
             split=dataset.train_split,
@@ -98,17 +86,14 @@ class SegmentationTask(Task):
         return loss
 
     def evaluate(
-        self,
-        model: nn.Module,
-        loader: DataLoader,
-        max_batches: int | None = None,
-        predictions_path: Path | None = None,  # scores only: masks are not worth writing
+        self, model: nn.Module, loader: DataLoader, predictions_path: Path | None = None
     ) -> dict[str, float]:
         """mIoU and pixel accuracy in percent, and the IoU of each class (NaN for a class
-        absent from both the truth and the predictions: it is left out of the mean)."""
+        absent from both the truth and the predictions: it is left out of the mean). Scores
+        only: predictions_path is not written (masks are not worth it)."""
         matrix = ConfusionMatrix(len(self.classes))
         with self.evaluating(model):
-            for batch in eval_batches(loader, max_batches, self.trainer_config.progress):
+            for batch in eval_batches(loader, self.trainer_config.progress):
                 images, masks = pair_to_device(batch, model)
                 matrix.update(masks, model(images)["out"].argmax(dim=1))
         scores = matrix.compute()
