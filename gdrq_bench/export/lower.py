@@ -143,6 +143,13 @@ def lower_model(
     return Lowering(graph, flavor_of(graph)).run(input_shape)
 
 
+def is_global_pool(graph: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether `node` is an adaptive average pool (lowered to GlobalAveragePool)."""
+    if node.op == "call_module":
+        return isinstance(graph.get_submodule(node.target), nn.AdaptiveAvgPool2d)
+    return node.op == "call_function" and node.target is F.adaptive_avg_pool2d
+
+
 def _pair(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value)] * 2
 
