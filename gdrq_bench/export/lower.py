@@ -61,15 +61,13 @@ class Lowering:
             return INPUT
         if node.op == "get_attr":
             raise ExportError(f"{node.target}: a tensor read inside forward is not exported")
-        target: Any = node.target
+        target: Any = node.target  # a function, or a method's name
         if node.op == "call_module":
             target = self.graph.get_submodule(node.target)
             if isinstance(target, FoldedLayer):
                 out = self.flavor.layer(self, node.target, target, self.values[node.args[0]])
                 self.layer_outputs[node.target] = out
                 return out
-        elif node.op == "call_method":
-            target = node.target  # the method's name
         lower = self._float_op(target)
         if lower is None:
             raise ExportError(f"{_describe(node, target)} is not exported (no ONNX lowering)")

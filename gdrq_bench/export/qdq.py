@@ -23,14 +23,22 @@ import onnx
 import torch
 from torch import Tensor, fx, nn
 
+from gdrq_bench.export.builder import GraphBuilder
 from gdrq_bench.export.exact import conv_attributes
 from gdrq_bench.export.levels import SIGNED_ZERO_POINT, InputGrid, quantize_input
-from gdrq_bench.export.lower import ADDS, FLATTENS, PASS_THROUGH, RELUS, Lowering, lower_model
+from gdrq_bench.export.lower import (
+    ADDS,
+    FLATTENS,
+    PASS_THROUGH,
+    RELUS,
+    Lowering,
+    is_global_pool,
+    lower_model,
+)
 from gdrq_bench.quant.fold import FoldedLayer
 
 INT8_TOP = 127
 INT32_BIAS_LIMIT = 2**30  # |bias| in accumulator units stays well inside int32
-POOLS = (nn.MaxPool2d, nn.AdaptiveAvgPool2d)
 
 
 class QdqFlavor:
@@ -45,8 +53,8 @@ class QdqFlavor:
 
     def _produces(self, node: fx.Node) -> bool:
         """A node onnxruntime runs as an integer kernel, whose output needs one Q after it."""
-        target = _module(self.graph, node)
-        return isinstance(target, (FoldedLayer, *POOLS)) or _kind(self.graph, node) in ADDS
+        integer = isinstance(_module(self.graph, node), (FoldedLayer, nn.MaxPool2d))
+        return integer or is_global_pool(self.graph, node) or _kind(self.graph, node) in ADDS
 
     def layer(self, lowering: Lowering, name: str, layer: FoldedLayer, x: str) -> str:
         b = lowering.b
@@ -54,27 +62,8 @@ class QdqFlavor:
         levels, x_scale, x_zero = quantize_input(b, x, grid, lowering.flattened)
         x_float = b.node("DequantizeLinear", [levels, x_scale, x_zero], f"{name}.x")
         weight, w_scale, bias, bias_scale = integer_parameters(layer, grid.step)
-        channels = len(w_scale)
-        w = b.node(
-            "DequantizeLinear",
-            [
-                b.constant(f"{name}.weight_q", weight, "int8"),
-                b.constant(f"{name}.w_scale", w_scale, "float32"),
-                b.constant(f"{name}.w_zero_point", np.zeros(channels), "int8"),
-            ],
-            f"{name}.weight",
-            axis=0,
-        )
-        bias_float = b.node(
-            "DequantizeLinear",
-            [
-                b.constant(f"{name}.bias_q", bias, "int32"),
-                b.constant(f"{name}.bias_scale", bias_scale, "float32"),
-                b.constant(f"{name}.bias_zero_point", np.zeros(channels), "int32"),
-            ],
-            f"{name}.bias",
-            axis=0,
-        )
+        w = _dequantized(b, f"{name}.weight", weight, w_scale, "int8")
+        bias_float = _dequantized(b, f"{name}.bias", bias, bias_scale, "int32")
         if layer.conv_args is None:
             return b.node("Gemm", [x_float, w, bias_float], name, transB=1)
         return b.node("Conv", [x_float, w, bias_float], name, **conv_attributes(layer))
@@ -88,6 +77,18 @@ class QdqFlavor:
         zero_name = b.constant(f"{node.name}.zero_point", zero_point, "uint8")
         levels = b.node("QuantizeLinear", [value, scale_name, zero_name], f"{node.name}_q")
         return b.node("DequantizeLinear", [levels, scale_name, zero_name], f"{node.name}_dq")
+
+
+def _dequantized(
+    b: GraphBuilder, hint: str, values: np.ndarray, scale: np.ndarray, dtype: str
+) -> str:
+    """DequantizeLinear of stored integers `values` with one scale per output channel."""
+    inputs = [
+        b.constant(f"{hint}_q", values, dtype),
+        b.constant(f"{hint}_scale", scale, "float32"),
+        b.constant(f"{hint}_zero_point", np.zeros(len(scale)), dtype),
+    ]
+    return b.node("DequantizeLinear", inputs, hint, axis=0)
 
 
 def integer_parameters(
