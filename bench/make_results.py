@@ -1,6 +1,7 @@
 """`make bench`: run the benchmark steps and write bench/RESULTS.md from what they print.
 
-    python bench/make_results.py [--steps accuracy,digits,cost,eval] [--jobs 2] [--tables-only]
+    python bench/make_results.py [--steps accuracy,digits,cost,export,eval] [--jobs 2]
+        [--tables-only]
 
 Each step's commands run in turn; what the last command of a step prints (a Markdown table)
 is kept in bench/out/<step>.md with the commands and their wall time, and RESULTS.md is
@@ -85,6 +86,14 @@ def steps(jobs: int) -> list[Step]:
             ((PY, "bench/step_cost.py"),),
         ),
         Step(
+            "export",
+            "Exported integer model: onnxruntime int8 against float",
+            "Latency of GDRQ's W4A4 QDQ graph (gdrq-run export=qdq) in onnxruntime's int8 "
+            "kernels against onnxruntime float, torch float and the folded simulation, random "
+            "weights at 224x224; medians of rounds timed in turn in one process.",
+            ((PY, "bench/export_cost.py"),),
+        ),
+        Step(
             "eval",
             "COCO evaluation cost",
             "The detection task's COCO metrics (faster-coco-eval) against plain pycocotools.",
@@ -111,7 +120,8 @@ def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     libraries = ", ".join(
-        f"{name} {_package(name)}" for name in ("torch", "torchvision", "brevitas", "pycocotools")
+        f"{name} {_package(name)}"
+        for name in ("torch", "torchvision", "brevitas", "pycocotools", "onnxruntime")
     )
     return (
         f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {gpu}; {platform.platform()}; "
@@ -183,7 +193,7 @@ def assemble(all_steps: list[Step]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="accuracy,digits,cost,eval")
+    parser.add_argument("--steps", default="accuracy,digits,cost,export,eval")
     parser.add_argument("--jobs", type=int, default=2, help="accuracy runs at once")
     parser.add_argument(
         "--tables-only", action="store_true", help="only the table commands, on the rows present"

@@ -208,6 +208,9 @@ class Config:
     checkpoint_dir: str = "${cache_dir}/checkpoints"
     # each of results_dir, cache_dir and checkpoint_dir needs this much free space to start
     min_free_mb: int = 200
+    # ONNX export of the folded model after its evaluation: none, exact (integer ops, proved
+    # equal to the folded model), qdq (onnxruntime's int8 kernels, scored) or both
+    export: str = "none"
 
 
 def register_configs() -> None:

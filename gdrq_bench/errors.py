@@ -37,6 +37,11 @@ class TrainingError(GdrqError):
     """Training cannot go on (a non-finite loss); names the stage and step."""
 
 
+class ExportError(GdrqError):
+    """A model, or a part of it, that the ONNX export does not cover, or an exported graph
+    that fails its check; names the layer or part."""
+
+
 class SweepError(GdrqError):
     """A gdrq-sweep preset that does not exist or is malformed."""
 

@@ -51,6 +51,9 @@ COLUMNS = [
     "nll",
     "fp_hash",
     "eval_samples",
+    "exact_diff",
+    "int8",
+    "int8_agree",
 ]
 
 

@@ -16,6 +16,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import accuracy
+import export_cost
 
 
 def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
@@ -182,3 +183,13 @@ def test_sections_of_steps_not_rerun_are_kept_from_the_committed_file(tmp_path: 
         "Eval": "## Eval\n\ntext",
     }
     assert make_results.committed_sections(tmp_path / "missing.md") == {}
+
+
+def test_export_cost_times_the_four_variants_of_each_case() -> None:
+    """A tiny case: four medians per row, and the table's speed-ups are their ratios."""
+    rows = export_cost.measure("resnet18", 32, [1], [1], budget=0.01)
+    (name, batch, threads, medians, repeats) = rows[0]
+    assert (name, batch, threads, len(medians)) == ("resnet18", 1, 1, 4) and repeats >= 5
+    line = export_cost.table(rows, 32).splitlines()[-1]
+    assert line.startswith("| resnet18 32x32 b1 1 thread |")
+    assert f"{medians[1] / medians[0]:.2f}x" in line

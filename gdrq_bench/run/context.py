@@ -41,6 +41,7 @@ class Run:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     fp_hash: str = ""  # the float model's weights_hash
     eval_samples: int = 0  # samples in the last evaluation
+    exported: dict[str, Any] = field(default_factory=dict)  # the export stage's row figures
 
     def train(self, model: nn.Module, stage: str) -> None:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's

@@ -53,6 +53,7 @@ NOT_IN_RUN_KEY = {
     "checkpoint_dir": None,
     "logger": None,
     "min_free_mb": None,
+    "export": None,  # acts after the last training stage
     "trainer": ("resume", "progress", "probes"),  # probes score copies of the model
 }
 

@@ -91,6 +91,10 @@ def result_row(
         "nll": round(run.metrics["folded"]["nll"], 6) if "nll" in run.metrics["folded"] else "",
         "fp_hash": run.fp_hash,
         "eval_samples": run.eval_samples,
+        # export=exact/both: the exact ONNX graph's max abs difference to the folded model
+        # (0); export=qdq/both: the metric through onnxruntime's int8 kernels, and the share
+        # of images whose top-1 equals the folded model's (classification)
+        **{key: run.exported.get(key, "") for key in ("exact_diff", "int8", "int8_agree")},
     }
 
 

@@ -15,6 +15,7 @@ from gdrq_bench.errors import ConfigError
 from gdrq_bench.output_dirs import check_output_dirs
 from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
 from gdrq_bench.run.budget import seed_stage
+from gdrq_bench.run.export import check_export
 from gdrq_bench.run.spec import build_spec, spec_error
 from gdrq_bench.run.task import build_task
 from gdrq_bench.tasks import Task
@@ -36,6 +37,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     layers; a problem raises a GdrqError naming the key."""
     check_resolved(cfg)
     spec = build_spec(cfg)
+    check_export(cfg.export, cfg.task.name, spec)
     if cfg.model.pretrained and cfg.model.checkpoint:
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
     check_output_dirs(cfg)

@@ -1,5 +1,5 @@
-"""The quantized stages, in order: reshape -> qat -> fold -> eval, on a quantized copy of the
-float model."""
+"""The quantized stages, in order: reshape -> qat -> fold -> eval -> export, on a quantized
+copy of the float model."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from gdrq_bench.quant import (
     verify_fold,
 )
 from gdrq_bench.run.context import Run
+from gdrq_bench.run.export import stage_export
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,21 @@ LayerStats = dict[str, dict[str, Any]]
 
 
 def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats], float]:
-    """reshape -> qat -> fold -> eval of a quantized copy; (weight statistics, fold error).
-    In a distributed run the other processes stop after training, rank 0 goes on alone."""
+    """reshape -> qat -> fold -> eval -> export of a quantized copy; (weight statistics, fold
+    error). In a distributed run the other processes stop after training, rank 0 goes on
+    alone. The export follows the folded model's evaluation, whose predictions its int8
+    scores are compared with."""
     qmodel = quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
     stats = stage_reshape(run, qmodel)
     stage_qat(run, qmodel)
     if not distributed.is_main():
         return stats, float("nan")
-    folded, check = stage_fold(run, qmodel)
+    folded, check, batches = stage_fold(run, qmodel)
     with recording_activation_clips(qmodel) as clips:
         run.evaluate(qmodel, "quant")
     stats["final"] = _merged(layer_weight_stats(qmodel), clips)
     run.evaluate(folded, "folded", final=True)
+    run.exported = stage_export(run, qmodel, folded, batches)
     return stats, check["max_rel"]
 
 
@@ -66,8 +70,9 @@ def stage_qat(run: Run, qmodel: nn.Module) -> None:
     run.train(qmodel, "qat")
 
 
-def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]]:
-    """Fold BN into the quantized model and prove it on evaluation batches."""
+def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float], list[Any]]:
+    """Fold BN into the quantized model and prove it on evaluation batches (also returned:
+    the export proves its exact graph on the same)."""
     qmodel.eval()
     batches = [
         run.task.model_inputs(batch)
@@ -77,7 +82,7 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
-    return folded, check
+    return folded, check, batches
 
 
 def _merged(weights: LayerStats, acts: dict[str, dict[str, float]]) -> LayerStats:
