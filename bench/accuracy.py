@@ -5,11 +5,12 @@
 
 `run` takes a sweep preset of conf/sweep/ and runs, in order: the float model of each of its
 models (`gdrq-run bits=32` with the preset's overrides, --jobs at once), so every later run
-finds it in the cache; then grid by grid, the grid's runs (the `gdrq-run --multirun` that
-`gdrq-sweep PRESET` would start) and the same runs through Brevitas (bench/brevitas_qat.py)
+finds it in the cache; then grid by grid, the grid's runs (one `gdrq-run` each, the runs
+`gdrq-sweep PRESET` would make) and the same runs through Brevitas (bench/brevitas_qat.py)
 instead of the project's methods, so a preset that lists its most telling grid first (one seed
 at every width) has a complete table early. --jobs processes of one thread each, as the sweep
-runs its jobs.
+runs its jobs. A run whose data set, model, method, bit-width and seed already have a row in
+bench/results is skipped (`--redo` runs it again): a stopped bench resumes where it stopped.
 
 `table` reads bench/results/classification.csv, keeps the latest row of each data set, model,
 method, bit-width and seed (a rerun replaces earlier numbers), and prints per model: the float
@@ -31,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gdrq_bench.quant import METHODS
-from gdrq_bench.sweep import GDRQ_RUN, grid_commands, load_preset, threads_per_job
+from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
 RESULTS = Path("bench/results/classification.csv")
+BITS_DIR = Path(__file__).resolve().parent.parent / "conf" / "bits"
 BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
 METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
 REFERENCE = "gdrq"
@@ -75,6 +77,29 @@ def brevitas_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[lis
     return [[sys.executable, BREVITAS_QAT, *common, *run] for run in sorted(runs)]
 
 
+def method_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[str]]:
+    """One grid's gdrq-run commands, one per run."""
+    common = [GDRQ_RUN, *_common(preset_name, jobs)]
+    return [[*common, *run] for run in _runs_of(grid)]
+
+
+def run_name(command: list[str]) -> tuple[str, str, str, int]:
+    """(model, method, WxAy, seed) of a command, as its results row names it (Brevitas'
+    commands name no method)."""
+    values = dict(arg.split("=", 1) for arg in command if "=" in arg)
+    bits = OmegaConf.load(BITS_DIR / f"{values['bits']}.yaml")
+    method = values.get("method", "brevitas" if command[1] == BREVITAS_QAT else "gdrq")
+    return values["model"], method, f"W{bits.w}A{bits.a}", int(values.get("seed", 0))
+
+
+def finished_runs(results: Path, dataset: str) -> set[tuple[str, str, str, int]]:
+    """The (model, method, WxAy, seed) that already have a row of `dataset`."""
+    if not results.is_file():
+        return set()
+    rows = latest_rows(results, dataset)
+    return set(zip(rows.model, rows.method, rows.bits, rows.seed.astype(int), strict=True))
+
+
 def _run_all(commands: list[list[str]], jobs: int, what: str) -> None:
     with ThreadPoolExecutor(jobs) as pool:
         codes = list(pool.map(lambda command: subprocess.run(command).returncode, commands))
@@ -83,15 +108,26 @@ def _run_all(commands: list[list[str]], jobs: int, what: str) -> None:
         sys.exit(f"bench/accuracy.py: {what} failed: " + "; ".join(failed))
 
 
-def run(preset_name: str, jobs: int) -> None:
+def run(preset_name: str, jobs: int, redo: bool = False) -> None:
+    """The float runs, then grid by grid its runs and their Brevitas twins; a run whose row is
+    already in the results table is skipped unless `redo` (a stopped bench resumes)."""
     _run_all(float_commands(preset_name, jobs), jobs, "float runs")
     preset = load_preset(preset_name)
-    sweeps = grid_commands(preset, [], jobs)
-    for number, (grid, sweep) in enumerate(zip(preset.grids, sweeps), 1):
-        print(f"bench/accuracy.py: grid {number}/{len(sweeps)}", file=sys.stderr, flush=True)
-        if subprocess.run(sweep).returncode != 0:
-            sys.exit(f"bench/accuracy.py: grid {number} failed (its log is above)")
-        _run_all(brevitas_commands(preset_name, jobs, grid), jobs, f"grid {number}'s Brevitas runs")
+    dataset = dict(str(o).split("=", 1) for o in preset.overrides).get("dataset", "digits")
+    finished = set() if redo else finished_runs(RESULTS, dataset)
+    for number, grid in enumerate(preset.grids, 1):
+        commands = [
+            *method_commands(preset_name, jobs, grid),
+            *brevitas_commands(preset_name, jobs, grid),
+        ]
+        todo = [command for command in commands if run_name(command) not in finished]
+        print(
+            f"bench/accuracy.py: grid {number}/{len(preset.grids)}: {len(todo)} runs "
+            f"({len(commands) - len(todo)} already in {RESULTS})",
+            file=sys.stderr,
+            flush=True,
+        )
+        _run_all(todo, jobs, f"grid {number}")
 
 
 def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
@@ -199,7 +235,8 @@ def table(results: Path, dataset: str) -> None:
             if not floats.empty
             else f"float top1 {model_rows.fp.iloc[-1]:.2f}"
         )
-        print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows.\n")
+        shas = ", ".join(sorted(model_rows.git_sha.astype(str).unique()))
+        print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows, code {shas}.\n")
         print(model_table(model_rows) + "\n")
 
 
@@ -210,9 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--redo", action="store_true", help="run again what already has a row (run: skipped)"
+    )
     args = parser.parse_args(argv)
     if args.action == "run":
-        run(args.preset, args.jobs)
+        run(args.preset, args.jobs, args.redo)
     else:
         table(args.results, args.dataset)
 

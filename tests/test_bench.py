@@ -25,6 +25,8 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
     assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
     grids = accuracy.load_preset("bench_fashion").grids
     commands = [c for grid in grids for c in accuracy.brevitas_commands("bench_fashion", 2, grid)]
+    methods = [c for grid in grids for c in accuracy.method_commands("bench_fashion", 2, grid)]
+    assert len(methods) == 7 * len(commands)  # 7 methods, each run once more through Brevitas
     runs = sorted(
         tuple(arg for arg in c if arg.startswith(("model=", "bits=", "seed="))) for c in commands
     )
@@ -84,6 +86,7 @@ def _rows(tmp_path: Path) -> Path:
                 "folded": folded,
                 "nll": 0.25,
                 "command": "gdrq-run ...",
+                "git_sha": "abc",
                 "run_dir": _predictions(tmp_path / f"run{index}", correct),
             }
             for index, (method, bits, seed, quant, folded, correct) in enumerate(runs)
@@ -109,6 +112,18 @@ def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path)
     # minmax is right on 20 fewer of the 200 images: -10 points, beyond the noise (bold)
     assert cells[1][5].startswith("**-10.00 [")
     assert cells[2][5].startswith("+0.00 [+0.00, +0.00]")
+
+
+def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
+    finished = accuracy.finished_runs(_rows(tmp_path), "fashion_mnist")
+    assert ("resnet20", "gdrq", "W4A4", 1) in finished
+    assert ("resnet20", "brevitas", "W4A4", 0) in finished
+    assert accuracy.finished_runs(tmp_path / "none.csv", "fashion_mnist") == set()
+    grid = accuracy.load_preset("bench_fashion").grids[1]  # seeds 1 and 2 at W4A4 and W2A4
+    names = {accuracy.run_name(c) for c in accuracy.method_commands("bench_fashion", 2, grid)}
+    assert ("resnet20", "gdrq", "W4A4", 1) in names and ("resnet20", "pact", "W2A4", 2) in names
+    brevitas = accuracy.brevitas_commands("bench_fashion", 2, grid)
+    assert ("mobilenet_v2_cifar", "brevitas", "W2A4", 2) in map(accuracy.run_name, brevitas)
 
 
 def test_paired_bootstrap_interval_matches_the_normal_approximation() -> None:
