@@ -2,6 +2,7 @@
 
     python bench/step_cost.py [--models resnet18,resnet50] [--sizes 64,224] [--batches 8,32]
                               [--device cpu|cuda] [--threads 2] [--budget 20]
+    python bench/step_cost.py --runs digits,detection [--threads 2] [--work DIR]
 
 For each model (torchvision, 10 classes), input size and batch: a training step (forward,
 cross-entropy backward, SGD step) of the float model, of GDRQ's fake-quantized model
@@ -12,17 +13,29 @@ variants in turn inside one process lets a change in machine load hit all of the
 gets 2 warm-up rounds, then as many timed rounds as fit in --budget seconds (5 to 30); the
 table gives the median round of the baseline in ms and the ratios of medians. Brevitas is
 left out, with a note, if it is not installed (pip install -e '.[bench]').
+
+`--runs` compares whole runs instead: `gdrq-run` of GDRQ and of min-max at equal fine-tuning
+budgets (trainer.equal_budget=true, the default) on the presets named (RUN_PRESETS: the digits
+default and shapes detection with ResNet-18, at the small budgets given there), one after
+the other after a float run that fills the float-model cache both read. The table gives each
+run's training seconds per stage (its timings.json), its wall time less the float stage, and
+GDRQ's over min-max's.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import importlib.util
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -179,6 +192,76 @@ def table(results: list[CaseResult]) -> str:
     return "\n".join(lines)
 
 
+# Whole-run presets: gdrq-run overrides kept small enough that both methods run in minutes on
+# 2 cores; every other key is the preset's default.
+RUN_PRESETS = {
+    "digits": ["trainer.fp.epochs=2", "trainer.reshape.epochs=1", "trainer.qat.epochs=1"],
+    "detection": [
+        "task=detection",
+        "model=resnet18",
+        "trainer.fp.epochs=1",
+        "trainer.reshape.epochs=1",
+        "trainer.qat.epochs=1",
+        "trainer.max_train_batches=24",
+        "trainer.max_eval_batches=2",
+    ],
+}
+RUN_STAGES = ("reshape", "qat")  # min-max has no reshape stage: its QAT takes both budgets
+RUN_COLUMNS = (*RUN_STAGES, "fine-tuning", "wall less fp")
+
+
+def whole_run(preset: str, method: str, threads: int, work: Path) -> dict[str, float]:
+    """Seconds of one gdrq-run: per stage (timings.json), and the wall time less the float
+    stage's training."""
+    run_dir = work / f"{preset}_{method}"
+    command = [
+        sys.executable,
+        "-c",
+        "from gdrq_bench.cli import main; main()",  # gdrq-run of this interpreter
+        *RUN_PRESETS[preset],
+        *(["bits=32"] if method == "float" else [f"method={method}"]),
+        f"trainer.threads={threads}",
+        "trainer.progress=false",
+        "logger=none",
+        f"results_dir={work / 'results'}",
+        f"cache_dir={work / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    timings = run_dir / "timings.json"  # absent in runs of code before it was written
+    stages = json.loads(timings.read_text())["stage_train_s"] if timings.exists() else {}
+    fp = stages.get("fp", 0.0)
+    rows = [
+        row
+        for table in sorted((work / "results").glob("**/*.csv"))
+        for row in csv.DictReader(table.open())
+        if row["run_dir"].endswith(run_dir.name)
+    ]
+    finetune = float(rows[-1]["train_s"]) - fp  # the row's training seconds, less the float stage
+    return {**stages, "fine-tuning": finetune, "wall less fp": wall - fp}
+
+
+def run_table(presets: list[str], threads: int, work: Path) -> str:
+    header = ["preset", "method", *(f"{key} (s)" for key in RUN_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for preset in presets:
+        whole_run(preset, "float", threads, work)  # trains the float model both runs load
+        seconds = {
+            method: whole_run(preset, method, threads, work) for method in ("gdrq", "minmax")
+        }
+        seconds["GDRQ / min-max"] = {
+            key: seconds["gdrq"][key] / seconds["minmax"][key]
+            for key in ("fine-tuning", "wall less fp")
+        }
+        for method, values in seconds.items():
+            cells = [f"{values[key]:.2f}" if key in values else "" for key in RUN_COLUMNS]
+            lines.append("| " + " | ".join([preset, method, *cells]) + " |")
+        print(f"ran {preset}", file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def describe(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -193,7 +276,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per case's rounds")
+    parser.add_argument("--runs", help="compare whole runs on these presets: digits,detection")
+    parser.add_argument("--work", help="where --runs writes its runs (default: a temporary dir)")
     args = parser.parse_args(argv)
+    if args.runs:
+        with tempfile.TemporaryDirectory() as scratch:
+            work = Path(args.work or scratch)
+            table_text = run_table(args.runs.split(","), args.threads, work)
+        budgets = "; ".join(f"{name}: {' '.join(keys)}" for name, keys in RUN_PRESETS.items())
+        print(
+            f"\nCPU, {args.threads} threads, torch {torch.__version__}; whole gdrq-run runs, "
+            f"W4A4 4 groups, equal budgets; {budgets}\n"
+        )
+        print(table_text)
+        return
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -62,6 +62,10 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
         assert {"clipped", "clip_l2", "act_clipped", "act_clipped_energy"} <= set(middle)
         assert all(0 <= middle[key] < 1 for key in ("clipped", "clip_l2", "act_clipped"))
     assert 0 < stats["final"]["layer2.0.conv1"]["ql2_quantizer"] < 1
+    timings = json.loads((run_dir / "timings.json").read_text())  # training seconds per stage
+    assert list(timings["stage_train_s"]) == ["fp", "reshape", "qat"]
+    assert sum(timings["stage_train_s"].values()) == pytest.approx(timings["train_s"])
+    assert float(row["train_s"]) == round(timings["train_s"], 1)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from quant_reference import positive_levels, reference_quantize
 from torch import nn
 from torch.nn import functional as F
 
-from gdrq_bench.quant import METHODS, QuantSpec, quantize_model, quantized_layers
+from gdrq_bench.quant import METHODS, QuantSpec, get_method, quantize_model, quantized_layers
 from gdrq_bench.quant.act_quant import LearnedAct
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 
@@ -198,3 +198,68 @@ def test_edge_layers_at_their_own_bits_are_not_scale_clipped(method, edge_alpha)
     assert isinstance(middle.input_quantizer, ScaleClipAct)
     same = quantized_layers(quantize_model(_tiny_model(), _spec(method)))
     assert all(layer.weight_quantizer.clip_k == 3.0 for _, layer in same)
+
+
+def _batch_stat_before_issue_19(self, x: torch.Tensor) -> torch.Tensor:
+    """RunningStatClip's batch statistic as it was: max |x| from a min pass and a max pass."""
+    x = x.detach()
+    if not self.signed and bool(x.min() >= 0):
+        return x.mean() if self.statistic == "mean_abs" else x.max()
+    magnitude = x.abs()
+    return magnitude.mean() if self.statistic == "mean_abs" else magnitude.max()
+
+
+def _quantizer_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if "quantizer" in k}
+
+
+@pytest.mark.parametrize("clip_style", ["project", "clamp"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_training_steps_match_the_unshortened_graph_bit_for_bit(monkeypatch, method, clip_style):
+    """Issue 19's savings change no value and no gradient: a `project` quantizer skips the
+    re-clamp of a weight start_step has just clipped (identity on such a weight), and the
+    max-|x| activation statistic comes from one aminmax pass. Against a copy that takes the
+    old paths, three SGD steps of every method give the same outputs, gradients (learned
+    clips included), weights and quantizer buffers, bit for bit, in both clip styles, on data
+    whose largest input sits exactly on the first min-max clip."""
+    from gdrq_bench.quant.act_quant import RunningStatClip
+
+    images, labels = _data()
+    images[0, 0, 0, 0] = images.abs().max()  # on the first max |x| clip exactly
+    spec = _spec(method, clip_style=clip_style, alpha_every=2)
+    models = [quantize_model(_tiny_model(), spec).train() for _ in range(2)]
+    shortcuts = []
+    for module in models[0].modules():
+        if isinstance(module, GroupWeightQuantizer):
+            still = module._still_projected
+            module._still_projected = lambda weight, still=still: (
+                shortcuts.append(still(weight)) or shortcuts[-1]
+            )
+    for module in models[1].modules():
+        if isinstance(module, GroupWeightQuantizer):
+            module._still_projected = lambda weight: False
+        if isinstance(module, RunningStatClip):
+            module._batch_stat = _batch_stat_before_issue_19.__get__(module)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in models]
+    for step in range(3):
+        batch = slice(16 * step, 16 * step + 24)
+        outputs, grads = [], []
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            output = model(images[batch])
+            F.cross_entropy(output, labels[batch]).backward()
+            outputs.append(output)
+            grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+            optimizer.step()
+        assert torch.equal(outputs[0], outputs[1]), step
+        assert len(grads[0]) == len(grads[1])
+        for new, old in zip(*grads):
+            assert torch.equal(new, old), step
+        for (name, new), old in zip(
+            _quantizer_state(models[0]).items(), _quantizer_state(models[1]).values()
+        ):
+            assert torch.equal(new, old), (step, name)
+    for new, old in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(new, old)
+    project = get_method(method).scale_clip and clip_style == "project"
+    assert any(shortcuts) == project  # the shortcut was taken where it applies

@@ -100,6 +100,7 @@ def test_torchrun_with_two_cpu_processes_writes_one_row(tmp_path: Path) -> None:
         "predictions_quant.json",
         "predictions_reshape.json",
         "predictions_round.json",
+        "timings.json",
         "wandb",
         "weight_histogram.png",
     ]

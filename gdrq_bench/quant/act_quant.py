@@ -89,12 +89,15 @@ class RunningStatClip(ActQuantizer):
 
     def _batch_stat(self, x: Tensor) -> Tensor:
         x = x.detach()
+        if self.statistic == "max_abs":
+            # max |x| from one aminmax pass: |x| is exact, so max(-min, max) is its maximum
+            low, high = torch.aminmax(x)
+            return torch.maximum(-low, high)
         if not self.signed and bool(x.min() >= 0):
             # |x| is x: the same reduction over the same values, without writing |x| (on a
             # post-ReLU activation the abs pass cost more than the mean itself)
-            return x.mean() if self.statistic == "mean_abs" else x.max()
-        magnitude = x.abs()
-        return magnitude.mean() if self.statistic == "mean_abs" else magnitude.max()
+            return x.mean()
+        return x.abs().mean()
 
     def alpha(self, x: Tensor) -> Tensor:
         if x.numel() and (self.training or not self.observed):

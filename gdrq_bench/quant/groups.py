@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gdrq_bench.quant.choices import GROUP_STRATEGIES
-from gdrq_bench.quant.fake_quant import integer_levels, quant_step
+from gdrq_bench.quant.fake_quant import level_range, quant_step
 
 
 def _labels_from_sorted_chunks(order: Tensor, sizes: list[int]) -> Tensor:
@@ -88,6 +88,94 @@ def group_mean_abs(weight: Tensor, group_of: Tensor, groups: int) -> Tensor:
     return sums / counts
 
 
+# Elements of one (candidates, rows, columns) block of the alpha search: small enough to stay
+# in cache across the block's six elementwise passes, large enough that the per-block Python
+# and dispatch cost is small against them.
+SEARCH_BLOCK = 1 << 19
+# A layer whose largest group holds more weights than this is searched in two stages: every
+# candidate on a sample of about this many weights per group, then, on all the weights, the
+# candidates within SEARCH_WINDOW grid steps of the sample's choice.
+SEARCH_SAMPLE = 1 << 15
+SEARCH_WINDOW = 2
+
+
+def _blocks(count: int, width: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive runs of at most `width` among `count` indices."""
+    return [(start, min(start + width, count)) for start in range(0, count, width)]
+
+
+def _row_errors(rows: Tensor, target_rows: Tensor, steps: Tensor, bits: int) -> Tensor:
+    """(candidates, rows) squared error ||target_i - Q(W_i; step)||^2 of each row at each
+    row's step in `steps` (candidates, rows): fake_quantize's values bit for bit, block by
+    block over at most SEARCH_BLOCK elements; a row is summed as one reduction while a block
+    holds whole rows (a row longer than a block is summed block by block)."""
+    lo, hi = level_range(bits, True)
+    points, (count, width) = steps.shape[0], rows.shape
+    row_error = rows.new_zeros(points, count)
+    per_block = max(1, SEARCH_BLOCK // points)
+    for first, last in _blocks(count, max(1, per_block // width)):
+        step = steps[:, first:last, None]
+        for start, stop in _blocks(width, per_block):
+            block = rows[None, first:last, start:stop] / step
+            block.clamp_(lo, hi).round_().mul_(step)
+            block.sub_(target_rows[None, first:last, start:stop]).square_()
+            row_error[:, first:last] += block.sum(dim=2)
+    return row_error
+
+
+def _group_argmin(row_error: Tensor, group_of: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    """(index of the smallest error, that error) per group, summing the rows of each group;
+    NaN never wins (an error of inf) and among equal errors the first candidate does."""
+    error = row_error.new_zeros(row_error.shape[0], groups).index_add_(1, group_of, row_error)
+    error = torch.where(error.isnan(), torch.inf, error)
+    best_error, best = error.min(dim=0)
+    return best, best_error
+
+
+def _best_of(
+    rows: Tensor,
+    target_rows: Tensor,
+    steps: Tensor,
+    group_of: Tensor,
+    groups: int,
+    bits: int,
+    candidates: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """(candidate, exact error) with the smallest error per group among `candidates`
+    (k, groups), which list each group's candidates in ascending order."""
+    window_steps = steps.gather(0, candidates[:, group_of])
+    best, error = _group_argmin(
+        _row_errors(rows, target_rows, window_steps, bits), group_of, groups
+    )
+    return candidates.gather(0, best[None])[0], error
+
+
+def _descend(
+    rows: Tensor,
+    target_rows: Tensor,
+    steps: Tensor,
+    group_of: Tensor,
+    groups: int,
+    bits: int,
+    start: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """From each group's candidate `start`, the exact errors of the candidates within
+    SEARCH_WINDOW grid steps; while a group's smallest lies on the window's edge (not the
+    grid's), the window moves there. Ends at a local minimum of the exact error as wide as the
+    window; returns (candidate, error) per group."""
+    points = steps.shape[0]
+    offsets = torch.arange(-SEARCH_WINDOW, SEARCH_WINDOW + 1, device=start.device)
+    near = start
+    for _ in range(points):
+        candidates = (near[None, :] + offsets[:, None]).clamp_(0, points - 1)  # ascending
+        best, error = _best_of(rows, target_rows, steps, group_of, groups, bits, candidates)
+        edge = ((best - near).abs() == SEARCH_WINDOW) & (best > 0) & (best < points - 1)
+        near = best
+        if not bool(edge.any()):
+            break
+    return near, error
+
+
 def search_group_alpha(
     weight: Tensor,
     group_of: Tensor,
@@ -99,23 +187,41 @@ def search_group_alpha(
     """alpha_g = argmin QL_2(W_g, alpha) over alpha in {f * max|W_g| : f = 1/points, ..., 1}.
 
     The error is measured against `target` (default the weight itself): statistics pass the
-    stored weights there, so a clip applied before the search counts in the error. One pass
-    per candidate fraction over the whole tensor; the loop never runs over groups.
+    stored weights there, so a clip applied before the search counts in the error. Every
+    candidate of every group is evaluated at once (_row_errors); among equal errors the
+    smallest clip wins. A layer with more than SEARCH_SAMPLE weights in a group is searched in
+    two stages: every candidate on a fixed sample of its columns, then exact errors on all the
+    weights: a descent (_descend) from the sample's choice to a local minimum, and the
+    SEARCH_WINDOW + 1 candidates at each end of the grid (the largest clips, where a few
+    outliers the sample may miss keep their values; the smallest, where clipping nearly
+    everything wins on heavy tails); the best of these wins. That is the full search's alpha
+    whenever its grid point is one of them (tests/test_groups.py checks it on random and
+    heavy-tailed tensors, with the sample forced small).
     """
     weight = weight.detach()
     rows = weight.reshape(weight.shape[0], -1)
     target_rows = rows if target is None else target.detach().reshape(rows.shape)
     top = group_max_abs(weight, group_of, groups)
-    best_alpha = top.clone()
-    best_error = torch.full_like(top, float("inf"))
-    for fraction in torch.linspace(1.0 / points, 1.0, points, dtype=weight.dtype):
-        alpha_rows = (fraction * top)[group_of].unsqueeze(1)
-        dequantized = integer_levels(rows, bits, alpha_rows, True) * quant_step(
-            alpha_rows, bits, True
+    fractions = torch.linspace(1.0 / points, 1.0, points, dtype=weight.dtype).to(top.device)
+    alphas = fractions[:, None] * top[None, :]  # (points, groups)
+    steps = quant_step(alphas, bits, True)[:, group_of]  # (points, filters)
+    width = rows.shape[1]
+    largest = int(torch.bincount(group_of, minlength=groups).max()) * width
+    if largest > SEARCH_SAMPLE and points > 4 * SEARCH_WINDOW + 2:
+        sampled = max(1, SEARCH_SAMPLE * width // largest)
+        generator = torch.Generator().manual_seed(0)
+        columns = torch.randperm(width, generator=generator)[:sampled].sort().values
+        columns = columns.to(rows.device)
+        sample_errors = _row_errors(rows[:, columns], target_rows[:, columns], steps, bits)
+        bulk = _group_argmin(sample_errors, group_of, groups)[0]
+        best, best_error = _descend(rows, target_rows, steps, group_of, groups, bits, bulk)
+        span = torch.arange(SEARCH_WINDOW + 1, device=bulk.device)
+        ends = torch.cat([span, points - 1 - span.flip(0)])[:, None].expand(-1, groups)
+        end, end_error = _best_of(rows, target_rows, steps, group_of, groups, bits, ends)
+        wins = (end_error < best_error) | ((end_error == best_error) & (end < best))
+        best, best_error = torch.where(wins, end, best), torch.minimum(end_error, best_error)
+    else:
+        best, best_error = _group_argmin(
+            _row_errors(rows, target_rows, steps, bits), group_of, groups
         )
-        error_rows = (target_rows - dequantized).square().sum(dim=1)
-        error = torch.zeros_like(top).index_add_(0, group_of, error_rows)
-        better = error < best_error
-        best_error = torch.where(better, error, best_error)
-        best_alpha = torch.where(better, fraction * top, best_alpha)
-    return best_alpha
+    return torch.where(best_error < torch.inf, alphas.gather(0, best[None])[0], top)

@@ -137,6 +137,7 @@ class GroupWeightQuantizer(WeightQuantizer):
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
         self.register_buffer("scale_clip_on", torch.tensor(scale_clip))
         self.register_buffer("threshold", torch.tensor(0.0))  # T of the last `project` step
+        self._projected: tuple[weakref.ref, int] | None = None  # the weight start_step clipped
         if self.alpha_mode == "learned":
             self.learned_alpha = nn.Parameter(torch.ones(groups))
 
@@ -150,11 +151,24 @@ class GroupWeightQuantizer(WeightQuantizer):
             with torch.no_grad():
                 weight.clamp_(-self.threshold, self.threshold)
             self._seen = (weakref.ref(weight), weight._version)  # the clip is not a new step
+            self._projected = self._seen
+
+    def _still_projected(self, weight: Tensor) -> bool:
+        """`weight` is the tensor start_step clipped at `threshold`, unchanged since."""
+        projected = self._projected
+        return (
+            projected is not None and projected[0]() is weight and projected[1] == weight._version
+        )
 
     def reshape(self, weight: Tensor) -> Tensor:
         if not self._scale_clipping():
             return weight
         if self.clip_style == "project" and self.threshold > 0:
+            if self.training and self._still_projected(weight):
+                # clipped at this T by start_step and unchanged: the clamp below would give
+                # the same values (a zero may carry the other sign) and the same gradient,
+                # at three passes over the weight
+                return weight
             # the stored weights were clipped at this T: gradient 1 on the clip's ends too
             return weight + (weight.clamp(-self.threshold, self.threshold) - weight).detach()
         return scale_clip_weight(weight, self.clip_k, self.stat, self.grad_outside)

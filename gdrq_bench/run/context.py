@@ -38,6 +38,7 @@ class Run:
     checkpoints: RunCheckpoints
     device: torch.device
     train_seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     fp_hash: str = ""  # the float model's weights_hash
     eval_samples: int = 0  # samples in the last evaluation
@@ -55,6 +56,7 @@ class Run:
         if saved is not None and len(saved["losses"]) >= epochs:
             model.load_state_dict(saved["model"])
             self.train_seconds += earlier_seconds
+            self.stage_seconds[stage] = earlier_seconds
             log.info("%s: all %d epochs were done before (checkpoint)", stage, epochs)
             return
         seed_stage(self.cfg.fp_seed if stage == "fp" else self.cfg.seed, stage)
@@ -84,7 +86,8 @@ class Run:
             resume=saved,
             on_epoch_end=end_of_epoch,
         )
-        self.train_seconds += earlier_seconds + time.perf_counter() - start
+        self.stage_seconds[stage] = earlier_seconds + time.perf_counter() - start
+        self.train_seconds += self.stage_seconds[stage]
 
     def evaluate(self, model: nn.Module, name: str, final: bool = False) -> float:
         """Score `model` as `name`; the final model's per-image predictions (tasks that make

@@ -1,5 +1,5 @@
-"""The report stage: the run's files (layer_stats.json, metrics.json), its results row (the
-commit: written last) and the summary in the log."""
+"""The report stage: the run's files (layer_stats.json, metrics.json, timings.json), its
+results row (the commit: written last) and the summary in the log."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def stage_report(
         for name, values in run.metrics.items()
     }
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    timings = {  # seconds; a stage loaded from a finished checkpoint counts its saved time
+        "train_s": run.train_seconds,
+        "stage_train_s": run.stage_seconds,
+    }
+    (run.run_dir / "timings.json").write_text(json.dumps(timings, indent=1))
     append_row(row_table(run.cfg, run.task.name), row)  # last: the commit
     log.info("summary\n%s", summary_table(row))
     if not run.spec.w_bits == run.spec.a_bits == FLOAT_BITS:
