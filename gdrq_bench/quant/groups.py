@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -132,43 +133,38 @@ def _group_argmin(row_error: Tensor, group_of: Tensor, groups: int) -> tuple[Ten
     return best, best_error
 
 
-def _best_of(
-    rows: Tensor,
-    target_rows: Tensor,
-    steps: Tensor,
-    group_of: Tensor,
-    groups: int,
-    bits: int,
-    candidates: Tensor,
-) -> tuple[Tensor, Tensor]:
+class _Search(NamedTuple):
+    """One layer's search: its weight rows, the rows the error is measured against, every
+    candidate's step per filter (points, filters), the filters' groups, the bit width."""
+
+    rows: Tensor
+    target_rows: Tensor
+    steps: Tensor
+    group_of: Tensor
+    groups: int
+    bits: int
+
+
+def _best_of(search: _Search, candidates: Tensor) -> tuple[Tensor, Tensor]:
     """(candidate, exact error) with the smallest error per group among `candidates`
     (k, groups), which list each group's candidates in ascending order."""
-    window_steps = steps.gather(0, candidates[:, group_of])
-    best, error = _group_argmin(
-        _row_errors(rows, target_rows, window_steps, bits), group_of, groups
-    )
+    window_steps = search.steps.gather(0, candidates[:, search.group_of])
+    errors = _row_errors(search.rows, search.target_rows, window_steps, search.bits)
+    best, error = _group_argmin(errors, search.group_of, search.groups)
     return candidates.gather(0, best[None])[0], error
 
 
-def _descend(
-    rows: Tensor,
-    target_rows: Tensor,
-    steps: Tensor,
-    group_of: Tensor,
-    groups: int,
-    bits: int,
-    start: Tensor,
-) -> tuple[Tensor, Tensor]:
+def _descend(search: _Search, start: Tensor) -> tuple[Tensor, Tensor]:
     """From each group's candidate `start`, the exact errors of the candidates within
     SEARCH_WINDOW grid steps; while a group's smallest lies on the window's edge (not the
     grid's), the window moves there. Ends at a local minimum of the exact error as wide as the
     window; returns (candidate, error) per group."""
-    points = steps.shape[0]
+    points = search.steps.shape[0]
     offsets = torch.arange(-SEARCH_WINDOW, SEARCH_WINDOW + 1, device=start.device)
     near = start
     for _ in range(points):
         candidates = (near[None, :] + offsets[:, None]).clamp_(0, points - 1)  # ascending
-        best, error = _best_of(rows, target_rows, steps, group_of, groups, bits, candidates)
+        best, error = _best_of(search, candidates)
         edge = ((best - near).abs() == SEARCH_WINDOW) & (best > 0) & (best < points - 1)
         near = best
         if not bool(edge.any()):
@@ -214,10 +210,11 @@ def search_group_alpha(
         columns = columns.to(rows.device)
         sample_errors = _row_errors(rows[:, columns], target_rows[:, columns], steps, bits)
         bulk = _group_argmin(sample_errors, group_of, groups)[0]
-        best, best_error = _descend(rows, target_rows, steps, group_of, groups, bits, bulk)
+        search = _Search(rows, target_rows, steps, group_of, groups, bits)
+        best, best_error = _descend(search, bulk)
         span = torch.arange(SEARCH_WINDOW + 1, device=bulk.device)
         ends = torch.cat([span, points - 1 - span.flip(0)])[:, None].expand(-1, groups)
-        end, end_error = _best_of(rows, target_rows, steps, group_of, groups, bits, ends)
+        end, end_error = _best_of(search, ends)
         wins = (end_error < best_error) | ((end_error == best_error) & (end < best))
         best, best_error = torch.where(wins, end, best), torch.minimum(end_error, best_error)
     else:
