@@ -37,7 +37,6 @@ class Run:
     logger: RunLogger
     checkpoints: RunCheckpoints
     device: torch.device
-    train_seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     fp_hash: str = ""  # the float model's weights_hash
@@ -55,7 +54,6 @@ class Run:
         earlier_seconds = saved["seconds"] if saved else 0.0
         if saved is not None and len(saved["losses"]) >= epochs:
             model.load_state_dict(saved["model"])
-            self.train_seconds += earlier_seconds
             self.stage_seconds[stage] = earlier_seconds
             log.info("%s: all %d epochs were done before (checkpoint)", stage, epochs)
             return
@@ -87,7 +85,11 @@ class Run:
             on_epoch_end=end_of_epoch,
         )
         self.stage_seconds[stage] = earlier_seconds + time.perf_counter() - start
-        self.train_seconds += self.stage_seconds[stage]
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time of the run: its stages' times, summed in stage order."""
+        return sum(self.stage_seconds.values())
 
     def evaluate(self, model: nn.Module, name: str, final: bool = False) -> float:
         """Score `model` as `name`; the final model's per-image predictions (tasks that make
