@@ -3,14 +3,17 @@
     python bench/accuracy.py run [--preset bench_fashion] [--jobs 2]
     python bench/accuracy.py table [--dataset fashion_mnist]
 
-`run` takes a sweep preset of conf/sweep/ and runs, in order: the float model of each of its
-models (`gdrq-run bits=32` with the preset's overrides, --jobs at once), so every later run
-finds it in the cache; then grid by grid, the grid's runs (one `gdrq-run` each, the runs
-`gdrq-sweep PRESET` would make) and the same runs through Brevitas (bench/brevitas_qat.py)
-instead of the project's methods, so a preset that lists its most telling grid first (one seed
-at every width) has a complete table early. --jobs processes of one thread each, as the sweep
-runs its jobs. A run whose data set, model, method, bit-width and seed already have a row in
-bench/results is skipped (`--redo` runs it again): a stopped bench resumes where it stopped.
+`run` takes a sweep preset of conf/sweep/ and runs the float model of each of its models
+(`gdrq-run bits=32` with the preset's overrides and the grid's float recipe), then grid by grid
+the grid's runs (one `gdrq-run` each, the runs `gdrq-sweep PRESET` would make) and the same
+runs through Brevitas (bench/brevitas_qat.py) instead of the project's methods, so a preset
+that lists its most telling grids first (one seed at every width) has a complete table early.
+--jobs processes of one thread each, as the sweep runs its jobs; a free slot takes the first
+waiting run whose float model is built, so no run waits behind another model's float. Each
+finished run's per-image right/wrong is kept in bench/results/correct/<run_id>.json (run
+directories are not committed; the bootstrap needs these). A run whose data set, model,
+method, bit-width and seed already have a row and a kept vector is skipped (`--redo` runs it
+again): a stopped bench resumes where it stopped.
 
 `table` reads bench/results/classification.csv, keeps the latest row of each data set, model,
 method, bit-width and seed (a rerun replaces earlier numbers), and prints per model: the float
@@ -23,11 +26,14 @@ excludes 0.
 from __future__ import annotations
 
 import argparse
+import base64
+import dataclasses
 import itertools
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +49,7 @@ BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
 METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
 REFERENCE = "gdrq"
 BOOTSTRAP_DRAWS = 2000
+POLL_S = 1.0  # how often run_jobs looks for finished runs
 
 
 def _common(preset_name: str, jobs: int) -> list[str]:
@@ -62,19 +69,30 @@ def _grid_runs(preset_name: str) -> list[list[str]]:
     return [run for grid in load_preset(preset_name).grids for run in _runs_of(grid)]
 
 
+FLOAT_AXES = ("method=", "bits=", "seed=")  # what varies between runs sharing a float model
+
+
+def float_key(command: list[str]) -> tuple[str, ...]:
+    """The overrides of a command that shape its float model: all but method, bits and seed
+    (a grid may give its model a longer float recipe, e.g. trainer.fp.epochs)."""
+    return tuple(arg for arg in command if "=" in arg and not arg.startswith(FLOAT_AXES))
+
+
 def float_commands(preset_name: str, jobs: int) -> list[list[str]]:
-    """One float run per model of the preset's grids (the default model if none names one)."""
-    runs = _grid_runs(preset_name)
-    models = sorted({arg for run in runs for arg in run if arg.startswith("model=")})
+    """One float run per float model of the preset's grids (the default model if none names
+    one), in the grids' order."""
+    keys = dict.fromkeys(float_key(run) for run in _grid_runs(preset_name))
     common = [GDRQ_RUN, *_common(preset_name, jobs), "bits=32"]
-    return [[*common, model] for model in models] if models else [common]
+    return [[*common, *key] for key in keys]
 
 
 def brevitas_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[str]]:
     """One grid with Brevitas in place of the methods, one command per run."""
     common = _common(preset_name, jobs)
-    runs = {tuple(a for a in run if not a.startswith("method=")) for run in _runs_of(grid)}
-    return [[sys.executable, BREVITAS_QAT, *common, *run] for run in sorted(runs)]
+    runs = dict.fromkeys(
+        tuple(a for a in run if not a.startswith("method=")) for run in _runs_of(grid)
+    )
+    return [[sys.executable, BREVITAS_QAT, *common, *run] for run in runs]
 
 
 def method_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[str]]:
@@ -93,41 +111,79 @@ def run_name(command: list[str]) -> tuple[str, str, str, int]:
 
 
 def finished_runs(results: Path, dataset: str) -> set[tuple[str, str, str, int]]:
-    """The (model, method, WxAy, seed) that already have a row of `dataset`."""
+    """The (model, method, WxAy, seed) that already have a row of `dataset` and its per-image
+    results kept (a row whose vector was lost is run again: the table needs it)."""
     if not results.is_file():
         return set()
     rows = latest_rows(results, dataset)
+    rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
     return set(zip(rows.model, rows.method, rows.bits, rows.seed.astype(int), strict=True))
 
 
-def _run_all(commands: list[list[str]], jobs: int, what: str) -> None:
-    with ThreadPoolExecutor(jobs) as pool:
-        codes = list(pool.map(lambda command: subprocess.run(command).returncode, commands))
-    failed = [" ".join(c[1:]) for c, code in zip(commands, codes) if code != 0]
-    if failed:
-        sys.exit(f"bench/accuracy.py: {what} failed: " + "; ".join(failed))
+@dataclasses.dataclass
+class Job:
+    """One command; `needs` names the float model (its float_key) that must exist first, and
+    a float run `gives` its own."""
+
+    command: list[str]
+    needs: tuple[str, ...] | None = None
+    gives: tuple[str, ...] | None = None
+
+
+def run_jobs(
+    jobs: list[Job], slots: int, after_each: Callable[[], None] = lambda: None
+) -> list[str]:
+    """Run `jobs`, `slots` at a time, each slot taking the first waiting job whose float model
+    is built (a run never waits behind another model's float). Returns the failed commands;
+    jobs whose float run failed are among them, not started."""
+    pending, running, built, failed = list(jobs), {}, set(), []
+    while pending or running:
+        while len(running) < slots:
+            ready = next((job for job in pending if job.needs is None or job.needs in built), None)
+            if ready is None:
+                break
+            pending.remove(ready)
+            running[subprocess.Popen(ready.command)] = ready
+        if not running:  # the rest wait on float runs that failed
+            failed += [" ".join(job.command[1:]) for job in pending]
+            break
+        time.sleep(POLL_S)
+        for process in [p for p in running if p.poll() is not None]:
+            job = running.pop(process)
+            if process.returncode == 0 and job.gives is not None:
+                built.add(job.gives)
+            elif process.returncode != 0:
+                failed.append(" ".join(job.command[1:]))
+            after_each()
+    return failed
 
 
 def run(preset_name: str, jobs: int, redo: bool = False) -> None:
-    """The float runs, then grid by grid its runs and their Brevitas twins; a run whose row is
-    already in the results table is skipped unless `redo` (a stopped bench resumes)."""
-    _run_all(float_commands(preset_name, jobs), jobs, "float runs")
+    """The float runs, then grid by grid its runs and their Brevitas twins, each run started
+    as soon as its float model is built; a run whose row and per-image results are already
+    kept is skipped unless `redo` (a stopped bench resumes)."""
     preset = load_preset(preset_name)
     dataset = dict(str(o).split("=", 1) for o in preset.overrides).get("dataset", "digits")
+    keep_correctness(RESULTS, dataset)
     finished = set() if redo else finished_runs(RESULTS, dataset)
-    for number, grid in enumerate(preset.grids, 1):
-        commands = [
-            *method_commands(preset_name, jobs, grid),
-            *brevitas_commands(preset_name, jobs, grid),
-        ]
-        todo = [command for command in commands if run_name(command) not in finished]
-        print(
-            f"bench/accuracy.py: grid {number}/{len(preset.grids)}: {len(todo)} runs "
-            f"({len(commands) - len(todo)} already in {RESULTS})",
-            file=sys.stderr,
-            flush=True,
-        )
-        _run_all(todo, jobs, f"grid {number}")
+    floats = float_commands(preset_name, jobs)
+    queue = [Job(command, gives=float_key(command)) for command in floats]
+    grids = [
+        [*method_commands(preset_name, jobs, grid), *brevitas_commands(preset_name, jobs, grid)]
+        for grid in preset.grids
+    ]
+    todo = [c for commands in grids for c in commands if run_name(c) not in finished]
+    queue += [Job(command, needs=float_key(command)) for command in todo]
+    done = sum(map(len, grids)) - len(todo)
+    print(
+        f"bench/accuracy.py: {len(floats)} float and {len(todo)} quantized runs to go "
+        f"({done} already in {RESULTS})",
+        file=sys.stderr,
+        flush=True,
+    )
+    failed = run_jobs(queue, jobs, after_each=lambda: keep_correctness(RESULTS, dataset))
+    if failed:
+        sys.exit("bench/accuracy.py: runs failed: " + "; ".join(failed))
 
 
 def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
@@ -143,16 +199,46 @@ def bits_order(bits: pd.Series) -> list[str]:
     return sorted(bits.unique(), key=lambda b: (-int(b[1:].split("A")[0]), -int(b.split("A")[1])))
 
 
-def correctness(rows: pd.DataFrame) -> np.ndarray | None:
-    """(seeds x images) booleans: each run's final model right on each test image, from the
-    predictions.json of its run directory; None when a run directory is gone."""
-    vectors = []
-    for run_dir in rows.run_dir:
-        path = Path(run_dir) / "predictions.json"
-        if not path.is_file():
-            return None
-        written = json.loads(path.read_text())
-        vectors.append(np.asarray(written["predicted"]) == np.asarray(written["target"]))
+def kept_path(results: Path, run_id: str) -> Path:
+    """Where a run's per-image right/wrong is kept, beside the results table: run directories
+    are not committed, and the bootstrap needs these vectors on any machine that makes the
+    table."""
+    return results.parent / "correct" / f"{run_id}.json"
+
+
+def keep_correctness(results: Path, dataset: str) -> None:
+    """Keep each latest row's per-image right/wrong (bits, base64) from its run directory's
+    predictions.json, where it is not kept yet."""
+    if not results.is_file():
+        return
+    rows = latest_rows(results, dataset)
+    for run_id, run_dir in zip(rows.run_id, rows.run_dir.astype(str), strict=True):
+        kept, predictions = kept_path(results, run_id), Path(run_dir) / "predictions.json"
+        if kept.is_file() or not predictions.is_file():
+            continue
+        written = json.loads(predictions.read_text())
+        correct = np.asarray(written["predicted"]) == np.asarray(written["target"])
+        packed = base64.b64encode(np.packbits(correct).tobytes()).decode()
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_text(json.dumps({"images": len(correct), "correct": packed}) + "\n")
+
+
+def kept_correctness(results: Path, run_id: str) -> np.ndarray | None:
+    """A run's per-image right/wrong as kept by keep_correctness; None if not kept."""
+    path = kept_path(results, run_id)
+    if not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    packed = np.frombuffer(base64.b64decode(kept["correct"]), dtype=np.uint8)
+    return np.unpackbits(packed, count=kept["images"]).astype(bool)
+
+
+def correctness(results: Path, rows: pd.DataFrame) -> np.ndarray | None:
+    """(seeds x images) booleans: each run's final model right on each test image; None when
+    a run's vector was never kept (its run directory was gone before a table was made)."""
+    vectors = [kept_correctness(results, run_id) for run_id in rows.run_id]
+    if any(vector is None for vector in vectors):
+        return None
     return np.stack(vectors)
 
 
@@ -188,18 +274,18 @@ def _spread(values: pd.Series, digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f} ({len(values)})"
 
 
-def _versus(reference: np.ndarray | None, group: pd.DataFrame, method: str) -> str:
+def _versus(reference: np.ndarray | None, group: pd.DataFrame, method: str, results: Path) -> str:
     if method == REFERENCE:
         return "—"
-    other = correctness(group)
+    other = correctness(results, group)
     if reference is None or other is None:
-        return "n/a (run directories gone)"
+        return "n/a (per-image results not kept)"
     difference, low, high = paired_bootstrap(reference, other)
     beyond = "**" if low > 0 or high < 0 else ""
     return f"{beyond}{difference:+.2f} [{low:+.2f}, {high:+.2f}]{beyond}"
 
 
-def model_table(rows: pd.DataFrame) -> str:
+def model_table(rows: pd.DataFrame, results: Path) -> str:
     """Per bit-width and method: seeds, deployed top1, NLL, drop, and the difference to GDRQ
     at that bit-width (bold where its interval excludes 0)."""
     lines = [
@@ -210,7 +296,7 @@ def model_table(rows: pd.DataFrame) -> str:
     for bits in bits_order(quantized.bits):
         at_bits = quantized[quantized.bits == bits]
         reference_rows = at_bits[at_bits.method == REFERENCE]
-        reference = correctness(reference_rows) if not reference_rows.empty else None
+        reference = correctness(results, reference_rows) if not reference_rows.empty else None
         for method in METHOD_ORDER:
             group = at_bits[at_bits.method == method]
             if group.empty:
@@ -219,13 +305,14 @@ def model_table(rows: pd.DataFrame) -> str:
                 _spread(group.deployed),
                 _spread(group.nll, 4) if "nll" in group else "—",
                 _spread(group.fp - group.deployed),
-                _versus(reference, group, method),
+                _versus(reference, group, method, results),
             ]
             lines.append(f"| {bits} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def table(results: Path, dataset: str) -> None:
+    keep_correctness(results, dataset)
     rows = latest_rows(results, dataset)
     for model, model_rows in rows.groupby("model", sort=False):
         floats = model_rows[model_rows.bits == "W32A32"]
@@ -237,7 +324,7 @@ def table(results: Path, dataset: str) -> None:
         )
         shas = ", ".join(sorted(model_rows.git_sha.astype(str).unique()))
         print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows, code {shas}.\n")
-        print(model_table(model_rows) + "\n")
+        print(model_table(model_rows, results) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

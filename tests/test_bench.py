@@ -21,11 +21,17 @@ import export_cost
 
 def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
     floats = accuracy.float_commands("bench_fashion", jobs=2)
-    assert sorted(c[-1] for c in floats) == ["model=mobilenet_v2_cifar", "model=resnet20"]
+    assert [c[-2:] for c in floats] == [
+        ["bits=32", "model=resnet20"],
+        ["model=mobilenet_v2_cifar", "trainer.fp.epochs=12"],  # its longer float recipe
+    ]
     assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
     grids = accuracy.load_preset("bench_fashion").grids
     commands = [c for grid in grids for c in accuracy.brevitas_commands("bench_fashion", 2, grid)]
     methods = [c for grid in grids for c in accuracy.method_commands("bench_fashion", 2, grid)]
+    # every run (each method, each Brevitas twin) needs one of the two float models
+    float_keys = {accuracy.float_key(c) for c in floats}
+    assert {accuracy.float_key(c) for c in commands + methods} == float_keys
     assert len(methods) == 7 * len(commands)  # 7 methods, each run once more through Brevitas
     runs = sorted(
         tuple(arg for arg in c if arg.startswith(("model=", "bits=", "seed="))) for c in commands
@@ -37,7 +43,9 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
         for seed in ((0, 1, 2) if seeds else (0,))
     ]
     assert runs == sorted(expected)
-    first_grid = accuracy.brevitas_commands("bench_fashion", 2, grids[0])
+    first_grid = [
+        c for grid in grids[:2] for c in accuracy.brevitas_commands("bench_fashion", 2, grid)
+    ]
     assert not any(arg.startswith("seed=") for c in first_grid for arg in c)  # seed 0 first
     for command in commands:
         assert command[1].endswith("brevitas_qat.py")
@@ -87,6 +95,7 @@ def _rows(tmp_path: Path) -> Path:
                 "nll": 0.25,
                 "command": "gdrq-run ...",
                 "git_sha": "abc",
+                "run_id": f"run{index}",
                 "run_dir": _predictions(tmp_path / f"run{index}", correct),
             }
             for index, (method, bits, seed, quant, folded, correct) in enumerate(runs)
@@ -98,8 +107,10 @@ def _rows(tmp_path: Path) -> Path:
 
 
 def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path) -> None:
-    rows = accuracy.latest_rows(_rows(tmp_path), "fashion_mnist")
-    table = accuracy.model_table(rows).splitlines()
+    results = _rows(tmp_path)
+    accuracy.keep_correctness(results, "fashion_mnist")
+    rows = accuracy.latest_rows(results, "fashion_mnist")
+    table = accuracy.model_table(rows, results).splitlines()
     cells = [line.split(" | ") for line in table[2:]]
     assert [row[:2] for row in cells] == [
         ["| W4A4", "gdrq"],
@@ -114,16 +125,69 @@ def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path)
     assert cells[2][5].startswith("+0.00 [+0.00, +0.00]")
 
 
+def test_per_image_results_are_kept_beside_the_rows(tmp_path: Path) -> None:
+    """The table's bootstrap reads vectors kept under results/correct/, so it survives the run
+    directories (not committed); a row whose vector was never kept reads as unknown."""
+    results = _rows(tmp_path)
+    accuracy.keep_correctness(results, "fashion_mnist")
+    rows = accuracy.latest_rows(results, "fashion_mnist")
+    written = json.loads((tmp_path / "run4" / "predictions.json").read_text())
+    expected = np.asarray(written["predicted"]) == np.asarray(written["target"])
+    for run_dir in rows.run_dir:
+        (Path(run_dir) / "predictions.json").unlink()
+    kept = accuracy.correctness(results, rows[rows.method == "minmax"])
+    assert kept.shape == (1, 200) and (kept[0] == expected).all()
+    assert sorted(p.name for p in (tmp_path / "correct").iterdir()) == [
+        f"run{i}.json"
+        for i in range(1, 7)  # run0 is a stale row, replaced by run1
+    ]
+    (tmp_path / "correct" / "run2.json").unlink()
+    assert accuracy.correctness(results, rows[rows.method == "gdrq"]) is None
+    assert "n/a" in accuracy.model_table(rows, results).splitlines()[3]
+
+
 def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
-    finished = accuracy.finished_runs(_rows(tmp_path), "fashion_mnist")
-    assert ("resnet20", "gdrq", "W4A4", 1) in finished
+    results = _rows(tmp_path)
+    assert accuracy.finished_runs(results, "fashion_mnist") == set()  # nothing kept yet
+    accuracy.keep_correctness(results, "fashion_mnist")
+    (tmp_path / "correct" / "run2.json").unlink()  # gdrq seed 1's vector was lost
+    finished = accuracy.finished_runs(results, "fashion_mnist")
+    assert ("resnet20", "gdrq", "W4A4", 1) not in finished
+    assert ("resnet20", "gdrq", "W4A4", 2) in finished
     assert ("resnet20", "brevitas", "W4A4", 0) in finished
     assert accuracy.finished_runs(tmp_path / "none.csv", "fashion_mnist") == set()
-    grid = accuracy.load_preset("bench_fashion").grids[1]  # seeds 1 and 2 at W4A4 and W2A4
-    names = {accuracy.run_name(c) for c in accuracy.method_commands("bench_fashion", 2, grid)}
+    grids = accuracy.load_preset("bench_fashion").grids  # 3, 4: seeds 1 and 2 at W4A4, W2A4
+    names = {accuracy.run_name(c) for c in accuracy.method_commands("bench_fashion", 2, grids[2])}
     assert ("resnet20", "gdrq", "W4A4", 1) in names and ("resnet20", "pact", "W2A4", 2) in names
-    brevitas = accuracy.brevitas_commands("bench_fashion", 2, grid)
+    brevitas = accuracy.brevitas_commands("bench_fashion", 2, grids[3])
     assert ("mobilenet_v2_cifar", "brevitas", "W2A4", 2) in map(accuracy.run_name, brevitas)
+
+
+def test_each_run_starts_once_its_float_model_is_built(tmp_path: Path, monkeypatch) -> None:
+    """Two slots: float A (slow) holds one; float B, float C and B's run go through the other
+    without waiting on A; A's run starts after float A; C's float fails, so C's run fails
+    without starting."""
+    monkeypatch.setattr(accuracy, "POLL_S", 0.05)
+    log = tmp_path / "log"
+
+    def job(name: str, seconds: float = 0.0, code: int = 0, **deps) -> accuracy.Job:
+        script = (
+            f"import time; time.sleep({seconds}); "
+            f"open({str(log)!r}, 'a').write({name!r} + '\\n'); raise SystemExit({code})"
+        )
+        return accuracy.Job([sys.executable, "-c", script], **deps)
+
+    jobs = [
+        job("float A", 3.0, gives=("A",)),
+        job("float B", gives=("B",)),
+        job("float C", code=1, gives=("C",)),
+        job("run A", needs=("A",)),
+        job("run C", needs=("C",)),
+        job("run B", needs=("B",)),
+    ]
+    failed = accuracy.run_jobs(jobs, slots=2)
+    assert log.read_text().splitlines() == ["float B", "float C", "run B", "float A", "run A"]
+    assert failed == [" ".join(jobs[i].command[1:]) for i in (2, 4)]
 
 
 def test_paired_bootstrap_interval_matches_the_normal_approximation() -> None:
