@@ -135,7 +135,7 @@ def measure(
     if HAS_BREVITAS:
         from brevitas_models import brevitas_copy, calibrate
 
-        trainees["Brevitas"] = brevitas_copy(float_model, spec.w_bits, spec.a_bits)
+        trainees["Brevitas"] = brevitas_copy(float_model, spec.w_bits, spec.a_bits, images)
         calibrate(trainees["Brevitas"], [images])  # past the statistics phase: the QAT steady state
     train_times = time_in_turn(
         [train_step(m, images, labels) for m in trainees.values()], budget_s, device

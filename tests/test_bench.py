@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import accuracy
 import export_cost
+import step_cost
 
 
 def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
@@ -272,3 +273,17 @@ def test_export_cost_times_the_four_variants_of_each_case() -> None:
     line = export_cost.table(rows, 32).splitlines()[-1]
     assert line.startswith("| resnet18 32x32 b1 1 thread |")
     assert f"{medians[1] / medians[0]:.2f}x" in line
+
+
+def test_step_cost_gives_each_variant_as_a_ratio_of_the_float_step() -> None:
+    """A tiny case (Brevitas too where the bench extra is installed): the row's ratios are the
+    variants' medians over the float model's."""
+    result = step_cost.measure("resnet18", 32, 2, torch.device("cpu"), budget_s=0.01)
+    expected = {"GDRQ", *(["Brevitas"] if step_cost.HAS_BREVITAS else [])}
+    assert set(result.train_ratios) == expected and result.repeats[0] >= step_cost.MIN_REPEATS
+    assert all(
+        ratio > 0 for ratio in [*result.train_ratios.values(), *result.infer_ratios.values()]
+    )
+    line = step_cost.table([result]).splitlines()[-1]
+    assert line.startswith("| resnet18 32x32 b2 |")
+    assert f"| {result.train_ratios['GDRQ']:.2f} |" in line
