@@ -6,7 +6,8 @@
 
 For each model (torchvision, 10 classes), input size and batch: a training step (forward,
 cross-entropy backward, SGD step) of the float model, of GDRQ's fake-quantized model
-(W4A4, 4 groups) and of Brevitas' QAT model (bench/brevitas_models.py, W4A4, per-channel
+(W4A4, 4 groups) with its fused CPU kernels and in eager form (gdrq_bench/quant/fused.py;
+trainer.fused_kernels=false) and of Brevitas' QAT model (bench/brevitas_models.py, W4A4, per-channel
 weight scales), timed in turn; then inference of the float model and of GDRQ's folded models
 with 1 group (per tensor), 4 groups and one group per channel, timed in turn. Timing the
 variants in turn inside one process lets a change in machine load hit all of them. Each case
@@ -43,6 +44,7 @@ from torch.nn import functional as F
 from torchvision import models
 
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model
+from gdrq_bench.quant.fused import use_fused_kernels
 
 Step = Callable[[], object]
 WARMUP = 2
@@ -61,6 +63,19 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> 
         optimizer.step()
 
     return step
+
+
+def eager(step: Step) -> Step:
+    """`step` with the fused fake-quantization kernels off."""
+
+    def eager_step() -> object:
+        use_fused_kernels(False)
+        try:
+            return step()
+        finally:
+            use_fused_kernels(True)
+
+    return eager_step
 
 
 def inference(model: nn.Module, images: torch.Tensor) -> Step:
@@ -131,15 +146,19 @@ def measure(
     labels = torch.randint(0, 10, (batch,), device=device)
     float_model = getattr(models, model_name)(num_classes=10).to(device)
     spec = QuantSpec()
-    trainees = {"float": float_model, "GDRQ": quantize_model(float_model, spec)}
+    trainees = {
+        "float": float_model,
+        "GDRQ": quantize_model(float_model, spec),
+        "GDRQ eager": quantize_model(float_model, spec),
+    }
     if HAS_BREVITAS:
         from brevitas_models import brevitas_copy, calibrate
 
         trainees["Brevitas"] = brevitas_copy(float_model, spec.w_bits, spec.a_bits, images)
         calibrate(trainees["Brevitas"], [images])  # past the statistics phase: the QAT steady state
-    train_times = time_in_turn(
-        [train_step(m, images, labels) for m in trainees.values()], budget_s, device
-    )
+    steps = {name: train_step(model, images, labels) for name, model in trainees.items()}
+    steps["GDRQ eager"] = eager(steps["GDRQ eager"])
+    train_times = time_in_turn(list(steps.values()), budget_s, device)
     folded = {
         f"folded {name}": folded_copy(float_model, spec, groups, images)
         for name, groups in (("per tensor", 1), ("4 groups", 4), ("per channel", "per_channel"))
@@ -168,6 +187,7 @@ def table(results: list[CaseResult]) -> str:
         "case",
         "float train step (ms)",
         "GDRQ / float",
+        "GDRQ eager / float",
         *(["Brevitas / float"] if brevitas else []),
         "float inference (ms)",
         "folded GDRQ (4 groups) / float",
@@ -181,6 +201,7 @@ def table(results: list[CaseResult]) -> str:
             r.name,
             f"{r.train_ms:.1f}",
             f"{r.train_ratios['GDRQ']:.2f}",
+            f"{r.train_ratios['GDRQ eager']:.2f}",
             *([f"{r.train_ratios['Brevitas']:.2f}"] if brevitas else []),
             f"{r.infer_ms:.1f}",
             f"{r.infer_ratios['folded 4 groups']:.2f}",

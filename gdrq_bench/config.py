@@ -172,6 +172,9 @@ class TrainerConfig:
     # smoke) prove it on 1 batch of 256, the other tasks' small batches on 2
     fold_check_batches: int = 2
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
+    # fake quantization in one pass per direction on the CPU, compiled on first use
+    # (quant/fused.py); the same numbers as the eager form, which false runs
+    fused_kernels: bool = True
     progress: bool = True
     resume: bool = False  # continue from the checkpoints of a killed run of the same config
     # score the model between stages (after reshape; rounded before QAT) into metrics.json

@@ -54,7 +54,13 @@ def test_what_trains_the_float_model_splits_its_cache(override: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "override", ["results_dir=elsewhere", "trainer.progress=false", "trainer.probes=false"]
+    "override",
+    [
+        "results_dir=elsewhere",
+        "trainer.progress=false",
+        "trainer.probes=false",
+        "trainer.fused_kernels=false",
+    ],
 )
 def test_where_and_how_a_run_reports_leaves_its_run_key(override: str) -> None:
     assert run_key(_config(override)) == run_key(_config())

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from gdrq_bench.quant.choices import FLOAT_BITS, check_bits
+from gdrq_bench.quant.fused import kernels_for
 
 # Smallest clip allowed: keeps an all-zero tensor from dividing by a zero step.
 MIN_ALPHA = 1e-12
@@ -82,18 +83,33 @@ class _FixedClipQuantize(torch.autograd.Function):
     than calling torch.where (a fifth faster on a 12.8M-element activation). On ResNet-18 at
     224x224, batch 32, 2 CPU cores, it took GDRQ's training step from 1.41x to 1.30x the float
     step, and with the mask multiply and the unsigned statistic of act_quant to 1.22x
-    (`python bench/step_cost.py --models resnet18 --sizes 224 --batches 32`).
+    (`python bench/step_cost.py --models resnet18 --sizes 224 --batches 32`). On the CPU both
+    directions run as one pass of the same operations (fused.py), where the kernels are built.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, step: Tensor, lo: int, hi: int) -> Tensor:
-        scaled = x / step
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward((scaled > lo) & (scaled < hi), step)  # as clamp: ends get 0
-        return scaled.clamp_(lo, hi).round_().mul_(step)
+        keep_mask = ctx.needs_input_grad[0]
+        kernels = kernels_for(x, step)
+        if kernels is not None:  # the same operations in one pass (fused.py)
+            out, inside = kernels.quantize_forward(
+                x.contiguous(), step.contiguous(), lo, hi, keep_mask
+            )
+        else:
+            scaled = x / step
+            inside = (scaled > lo) & (scaled < hi)  # as clamp: the ends get gradient 0
+            out = scaled.clamp_(lo, hi).round_().mul_(step)
+        if keep_mask:
+            ctx.save_for_backward(inside, step)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         # The graph's chain, in its order: d(r * step)/dr, clamp's mask, d(x / step)/dx.
         inside, step = ctx.saved_tensors
-        return (grad * step).mul_(inside).div_(step), None, None, None
+        kernels = kernels_for(grad, step)
+        if kernels is not None and inside.shape == grad.shape:
+            grad_x = kernels.quantize_backward(grad.contiguous(), inside, step.contiguous())
+        else:
+            grad_x = (grad * step).mul_(inside).div_(step)
+        return grad_x, None, None, None

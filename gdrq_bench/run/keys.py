@@ -39,6 +39,7 @@ AFTER_FLOAT_TRAINER_KEYS = (
     "max_eval_batches",
     "fold_check_batches",
     "threads",
+    "fused_kernels",
     "progress",
     "resume",
     "probes",
@@ -54,7 +55,8 @@ NOT_IN_RUN_KEY = {
     "logger": None,
     "min_free_mb": None,
     "export": None,  # acts after the last training stage
-    "trainer": ("resume", "progress", "probes"),  # probes score copies of the model
+    # probes score copies of the model; the fused kernels give the eager form's numbers
+    "trainer": ("resume", "progress", "probes", "fused_kernels"),
 }
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.output_dirs import check_output_dirs
 from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
+from gdrq_bench.quant.fused import use_fused_kernels
 from gdrq_bench.run.budget import seed_stage
 from gdrq_bench.run.export import check_export
 from gdrq_bench.run.spec import build_spec, spec_error
@@ -32,9 +33,9 @@ class RunSetup:
 
 
 def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
-    """Check the config (resolved, spec, output directories), set the thread count, build the
-    task and the float model at its initial weights, and check the spec against the model's
-    layers; a problem raises a GdrqError naming the key."""
+    """Check the config (resolved, spec, output directories), set the thread count and the
+    fused kernels' switch, build the task and the float model at its initial weights, and check
+    the spec against the model's layers; a problem raises a GdrqError naming the key."""
     check_resolved(cfg)
     spec = build_spec(cfg)
     check_export(cfg.export, cfg.task.name, spec)
@@ -43,6 +44,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     check_output_dirs(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    use_fused_kernels(cfg.trainer.fused_kernels)
     task = build_task(cfg, run_dir)
     seed_stage(cfg.fp_seed, "init")  # the float model's initial weights
     model = task.build_model()
