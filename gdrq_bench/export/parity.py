@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, fx, nn
 
 from gdrq_bench.errors import ExportError
-from gdrq_bench.export import runtime
 from gdrq_bench.export.lower import is_global_pool
+from gdrq_bench.export.runtime import run, session
 from gdrq_bench.export.trace import trace_folded
 from gdrq_bench.quant.fold import FoldedLayer
 
@@ -71,12 +71,12 @@ def check_parity(
     float32 folded model (on the CPU, pools in row order) over `batches`: 0.0, or a
     ParityError naming the first folded layer, in execution order, whose output differs."""
     graph = trace_folded(copy.deepcopy(folded).float().cpu().eval())
-    sess = runtime.session(model)
+    sess = session(model)
     for x in batches:
         x = x.cpu().float()
         with torch.no_grad():
             expected = _Reference(graph).run(x)
-        difference = (runtime.run(sess, x)[0] - expected).abs().max().item()
+        difference = (run(sess, x)[0] - expected).abs().max().item()
         if difference != 0.0:
             name, layer_difference = _first_difference(graph, model, layer_outputs, x)
             raise ParityError(
@@ -98,7 +98,7 @@ def _first_difference(
     exposed.graph.output.extend(
         onnx.helper.make_empty_tensor_value_info(tensor) for tensor in layer_outputs.values()
     )
-    outputs = runtime.run(runtime.session(exposed), x)[1:]
+    outputs = run(session(exposed), x)[1:]
     for name, actual in zip(layer_outputs, outputs):
         difference = (actual - reference.layers[name]).abs().max().item()
         if difference != 0.0:
