@@ -150,10 +150,10 @@ def run_jobs(
         time.sleep(POLL_S)
         for process in [p for p in running if p.poll() is not None]:
             job = running.pop(process)
-            if process.returncode == 0 and job.gives is not None:
-                built.add(job.gives)
-            elif process.returncode != 0:
+            if process.returncode != 0:
                 failed.append(" ".join(job.command[1:]))
+            elif job.gives is not None:
+                built.add(job.gives)
             after_each()
     return failed
 

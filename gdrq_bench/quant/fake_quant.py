@@ -108,7 +108,7 @@ class _FixedClipQuantize(torch.autograd.Function):
         # The graph's chain, in its order: d(r * step)/dr, clamp's mask, d(x / step)/dx.
         inside, step = ctx.saved_tensors
         kernels = kernels_for(grad, step)
-        if kernels is not None and inside.shape == grad.shape:
+        if kernels is not None:
             grad_x = kernels.quantize_backward(grad.contiguous(), inside, step.contiguous())
         else:
             grad_x = (grad * step).mul_(inside).div_(step)

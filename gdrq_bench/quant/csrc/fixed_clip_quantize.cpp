@@ -19,9 +19,15 @@ namespace {
 
 constexpr int64_t GRAIN = 32768;  // elements per task of at::parallel_for
 
-// Calls body(begin, end, step) over [0, numel) in row-aligned pieces of each parallel task.
+// Calls body(begin, end, step) over x's elements in row-aligned pieces of each parallel task,
+// with the step of the piece's row (or the one step).
 template <typename scalar_t, typename Body>
-void for_rows(int64_t numel, int64_t row_size, const scalar_t* step, bool per_row, Body body) {
+void for_rows(const at::Tensor& x, const at::Tensor& step_tensor, Body body) {
+  const int64_t numel = x.numel();
+  if (numel == 0) return;
+  const bool per_row = step_tensor.numel() > 1;
+  const int64_t row_size = per_row ? numel / x.size(0) : numel;
+  const scalar_t* step = step_tensor.data_ptr<scalar_t>();
   at::parallel_for(0, numel, GRAIN, [&](int64_t begin, int64_t end) {
     while (begin < end) {
       const int64_t row = begin / row_size;
@@ -73,20 +79,15 @@ std::tuple<at::Tensor, at::Tensor> quantize_forward(
   check_inputs(x, step);
   auto out = at::empty_like(x);
   auto mask = keep_mask ? at::empty(x.sizes(), x.options().dtype(at::kBool)) : at::Tensor();
-  const int64_t numel = x.numel();
-  if (numel == 0) return {out, mask};
-  const bool per_row = step.numel() > 1;
-  const int64_t row_size = per_row ? numel / x.size(0) : numel;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "quantize_forward", [&] {
     const scalar_t low = static_cast<scalar_t>(lo), high = static_cast<scalar_t>(hi);
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* result = out.data_ptr<scalar_t>();
     bool* inside = keep_mask ? mask.data_ptr<bool>() : nullptr;
-    for_rows(numel, row_size, step.data_ptr<scalar_t>(), per_row,
-             [&](int64_t begin, int64_t end, scalar_t s) {
-               quantize_span(in + begin, result + begin, inside ? inside + begin : nullptr,
-                             end - begin, s, low, high);
-             });
+    for_rows<scalar_t>(x, step, [&](int64_t begin, int64_t end, scalar_t s) {
+      quantize_span(in + begin, result + begin, inside ? inside + begin : nullptr, end - begin, s,
+                    low, high);
+    });
   });
   return {out, mask};
 }
@@ -98,19 +99,14 @@ at::Tensor quantize_backward(const at::Tensor& grad, const at::Tensor& mask,
                   mask.sizes() == grad.sizes(),
               "mask must be a contiguous bool tensor of grad's shape");
   auto out = at::empty_like(grad);
-  const int64_t numel = grad.numel();
-  if (numel == 0) return out;
-  const bool per_row = step.numel() > 1;
-  const int64_t row_size = per_row ? numel / grad.size(0) : numel;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "quantize_backward", [&] {
     const scalar_t* g = grad.data_ptr<scalar_t>();
     // read as bytes (0 or 1): GCC does not vectorise loads of bool
     const auto* inside = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
     scalar_t* result = out.data_ptr<scalar_t>();
-    for_rows(numel, row_size, step.data_ptr<scalar_t>(), per_row,
-             [&](int64_t begin, int64_t end, scalar_t s) {
-               gradient_span(g + begin, inside + begin, result + begin, end - begin, s);
-             });
+    for_rows<scalar_t>(grad, step, [&](int64_t begin, int64_t end, scalar_t s) {
+      gradient_span(g + begin, inside + begin, result + begin, end - begin, s);
+    });
   });
   return out;
 }
