@@ -54,6 +54,7 @@ COLUMNS = [
     "exact_diff",
     "int8",
     "int8_agree",
+    "failed",
 ]
 
 

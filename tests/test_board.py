@@ -50,6 +50,7 @@ def results(tmp_path: Path) -> Path:
         _row(folded=97.0, kurtosis_before=3.0, kurtosis_after=2.1),
         _row(folded=98.0, seed=1, kurtosis_before=3.0, kurtosis_after=2.0),  # its second seed
         _row(folded=99.5, seed=2, git_sha="abc123-dirty"),  # uncommitted code: left out
+        _row(folded=99.9, seed=3, failed="export"),  # failed after training: not read
         _row(folded=90.0, seed=2, fp_hash="f2", fp=95.0),  # another float model: its own line
         _row(folded=96.0, groups=1, command="gdrq-run grouping=none bits=4"),
         _row(method="minmax", folded=98.5, groups=1, group_strategy=""),

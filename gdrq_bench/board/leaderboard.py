@@ -3,7 +3,8 @@
 A configuration is a command line up to its seed, on one float model: rows that differ only in
 `seed=` are its repeats, and their folded scores are averaged (mean, sample std, count). Rows
 of different commands, trainers or float models are never mixed, and rows from uncommitted
-code (`git_sha` ending in -dirty) are left out.
+code (`git_sha` ending in -dirty) are left out. Rows of runs that failed a check after training
+(`failed` set: an export) are not read at all.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ CONFIGURATION = ["task", "dataset", "model", "bits", "method", "groups", "setup"
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
-    """Every row of every results/<task>.csv. A table written by an earlier version (its
-    columns a prefix of today's) reads with the newer columns empty; another is refused."""
+    """Every row of every results/<task>.csv but those marked failed. A table written by an
+    earlier version (its columns a prefix of today's) reads with the newer columns empty;
+    another is refused."""
     frames = []
     for table in sorted(results_dir.glob("*.csv")):
         frame = pd.read_csv(table, dtype={"groups": str, "fold_err": str, "fp_hash": str})
@@ -36,6 +38,7 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     if not frames:
         raise ValueError(f"{results_dir} holds no results table (<task>.csv)")
     rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows.failed.isna()].copy()  # a run that failed after training: not a result
     is_float = (rows.w_bits == FLOAT_BITS) & (rows.a_bits == FLOAT_BITS)
     rows.loc[is_float, ["method", "groups"]] = ["float", "-"]  # one float line per model
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)

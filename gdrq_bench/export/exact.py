@@ -1,7 +1,8 @@
 """The exact integer graph: per folded layer QuantizeLinear to uint8, a Clip to the b-bit
 range, ConvInteger / MatMulInteger (uint8 x uint8, int32 accumulator), Cast to float,
-Mul(M_c), Add(B_c); the float glue as in the folded model. It computes what the float32 folded
-model computes (check_parity asserts it bit for bit).
+Mul(M_c), Add(B_c); the float glue as in the folded model, global average pools summed exactly
+(pool.py). It computes what the float32 folded model computes, bit for bit on every CPU
+(check_parity asserts it; parity.py says what the reference is).
 
 onnxruntime's CPU ConvInteger takes uint8 weights with one zero point per tensor (and no
 4-bit types), so the signed weights W_int are stored as W_int + 128 with zero point 128.
@@ -18,10 +19,14 @@ from torch import fx, nn
 from gdrq_bench.errors import ExportError
 from gdrq_bench.export.levels import SIGNED_ZERO_POINT, InputGrid, quantize_input
 from gdrq_bench.export.lower import Lowering, lower_model
+from gdrq_bench.export.pool import lower_exact_mean, pool_grids
 from gdrq_bench.quant.fold import FoldedLayer
 
 
 class ExactFlavor:
+    def __init__(self, graph: fx.GraphModule, input_shape: list[Any]) -> None:
+        self.pools = pool_grids(graph, input_shape)  # each global average pool's, by node name
+
     def layer(self, lowering: Lowering, name: str, layer: FoldedLayer, x: str) -> str:
         b, grid = lowering.b, InputGrid.of(name, layer.input)
         levels, _, x_zero = quantize_input(b, x, grid, lowering.flattened)
@@ -42,6 +47,9 @@ class ExactFlavor:
         scale = b.constant(f"{name}.M", _vector(layer.scale, shape), "float32")
         shift = b.constant(f"{name}.B", _vector(layer.shift, shape), "float32")
         return b.node("Add", [b.node("Mul", [acc, scale], f"{name}.scaled"), shift], name)
+
+    def global_pool(self, lowering: Lowering, node: fx.Node, x: str) -> str:
+        return lower_exact_mean(lowering.b, x, self.pools[node.name])
 
     def after(self, lowering: Lowering, node: fx.Node, value: str) -> str:
         return value
@@ -66,7 +74,7 @@ def export_exact(folded: nn.Module, input_shape: list[Any]) -> tuple[onnx.ModelP
     """The exact integer graph of an eval-mode folded model (float32, on any device), for
     inputs of `input_shape` (the batch dimension may be a name); also each folded layer's
     output tensor name, in execution order."""
-    return lower_model(folded, lambda graph: ExactFlavor(), input_shape)
+    return lower_model(folded, lambda graph: ExactFlavor(graph, input_shape), input_shape)
 
 
 def _vector(values: Any, shape: list[int]) -> np.ndarray:

@@ -29,6 +29,9 @@ class Flavor(Protocol):
     def layer(self, lowering: Lowering, name: str, layer: FoldedLayer, x: str) -> str:
         """The output (float) of folded layer `name` applied to tensor `x`."""
 
+    def global_pool(self, lowering: Lowering, node: fx.Node, x: str) -> str:
+        """The mean of each plane of `x`, the output of global average pool `node`."""
+
     def after(self, lowering: Lowering, node: fx.Node, value: str) -> str:
         """`value`, the lowered output of `node`, as its consumers should see it."""
 
@@ -130,7 +133,7 @@ class Lowering:
         size = target.output_size if isinstance(target, nn.Module) else node.args[1]
         if _pair(size) != [1, 1]:
             raise ExportError(f"{node.name}: only adaptive average pooling to 1x1 is exported")
-        return self.b.node("GlobalAveragePool", [self._input(node)], "pool")
+        return self.flavor.global_pool(self, node, self._input(node))
 
 
 def lower_model(

@@ -68,6 +68,9 @@ class QdqFlavor:
             return b.node("Gemm", [x_float, w, bias_float], name, transB=1)
         return b.node("Conv", [x_float, w, bias_float], name, **conv_attributes(layer))
 
+    def global_pool(self, lowering: Lowering, node: fx.Node, x: str) -> str:
+        return lowering.b.node("GlobalAveragePool", [x], "pool")
+
     def after(self, lowering: Lowering, node: fx.Node, value: str) -> str:
         if node not in self.requantized:
             return value

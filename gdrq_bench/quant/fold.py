@@ -79,15 +79,20 @@ class FoldedLayer(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.input(x)
-        weight = self.weight_int.to(x.dtype)
+        return self.affine(self.accumulate(self.input(x)))
+
+    def accumulate(self, levels: Tensor) -> Tensor:
+        """acc: the conv (or linear) of the input levels with the integer weights, in the
+        levels' dtype."""
+        weight = self.weight_int.to(levels.dtype)
         if self.conv_args is None:
-            acc = F.linear(x, weight)
-            shape = (-1,)
-        else:
-            acc = F.conv2d(x, weight, None, **self.conv_args)
-            shape = (-1, 1, 1)
-        return acc * self.scale.to(x.dtype).view(shape) + self.shift.to(x.dtype).view(shape)
+            return F.linear(levels, weight)
+        return F.conv2d(levels, weight, None, **self.conv_args)
+
+    def affine(self, acc: Tensor) -> Tensor:
+        """M_c acc_c + B_c, in acc's dtype: one multiply, then one add."""
+        shape = (-1,) if self.conv_args is None else (-1, 1, 1)
+        return acc * self.scale.to(acc.dtype).view(shape) + self.shift.to(acc.dtype).view(shape)
 
     def extra_repr(self) -> str:
         kind = "linear" if self.conv_args is None else f"conv2d {self.conv_args}"

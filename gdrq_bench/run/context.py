@@ -17,6 +17,7 @@ from torch import nn
 from gdrq_bench import distributed
 from gdrq_bench.checkpoint import RunCheckpoints
 from gdrq_bench.engine import train_stage
+from gdrq_bench.errors import GdrqError
 from gdrq_bench.quant import QuantSpec, recording_activation_clips
 from gdrq_bench.quant.fold import call_model, move_batch
 from gdrq_bench.run.budget import seed_stage, stage_batches, stage_epochs
@@ -42,6 +43,9 @@ class Run:
     fp_hash: str = ""  # the float model's weights_hash
     eval_samples: int = 0  # samples in the last evaluation
     exported: dict[str, Any] = field(default_factory=dict)  # the export stage's row figures
+    # a check after training that failed (the export's): the row is still written, marked
+    # failed, then the run ends with this error
+    failure: GdrqError | None = None
 
     def train(self, model: nn.Module, stage: str) -> None:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's

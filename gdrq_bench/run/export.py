@@ -10,6 +10,9 @@ in the run directory, proved and scored through onnxruntime.
   `int8_agree`: the share of images whose top-1 equals the folded model's).
 - export.json holds the opset, each layer's bits, the parity figures and the fused op types.
 
+A failed check fails the run after its row is written (marked failed, with the figures
+measured) and the folded model is kept: training is never thrown away.
+
 onnx and onnxruntime are imported only here, and only when an export is asked for: they are
 the optional `export` extra. Only classification models are exported: torchvision's
 detectors and segmenters return dicts and lists and decode boxes in Python, which this
@@ -25,9 +28,10 @@ import logging
 from itertools import islice
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from gdrq_bench.errors import ConfigError, check_choice
+from gdrq_bench.errors import ConfigError, ExportError, check_choice
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, quantized_layers
 from gdrq_bench.run.context import Run
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXPORTS = {"none": (), "exact": ("exact",), "qdq": ("qdq",), "both": ("exact", "qdq")}
 EXPORTED_TASKS = ("classification",)
+FOLDED_MODEL = "folded_model.pt"  # a failed export keeps the folded model here (torch.save)
 
 
 def check_export(export: str, task: str, spec: QuantSpec) -> None:
@@ -65,52 +70,96 @@ def stage_export(
     run: Run, qmodel: nn.Module, folded: nn.Module, fold_batches: list[Tensor]
 ) -> dict[str, Any]:
     """Export the folded model as `export=` asks (module docstring); the figures for the
-    results row (empty when nothing is exported)."""
+    results row (empty when nothing is exported). A graph that fails its check (an
+    ExportError) does not lose the trained model: it is kept in the run directory
+    (FOLDED_MODEL), the figures measured up to the failure are returned for the row, and
+    `run.failure` holds the error for the run to end with."""
     kinds = EXPORTS[run.cfg.export]
     if not kinds:
         return {}
-    import onnx  # the optional extra: only imported when an export is asked for
-
-    from gdrq_bench import export as onnx_export
+    from gdrq_bench import export as onnx_export  # the optional extra: imported when asked for
 
     reference = copy.deepcopy(folded).float().cpu().eval()
     input_shape: list[Any] = ["batch", *fold_batches[0].shape[1:]]
     report: dict[str, Any] = {"opset": onnx_export.OPSET, "layers": _layer_bits(qmodel)}
     figures: dict[str, Any] = {}
-    if "exact" in kinds:
-        model, outputs = onnx_export.export_exact(reference, input_shape)
-        onnx.save(model, run.run_dir / "model_exact.onnx")
-        difference = onnx_export.check_parity(reference, model, outputs, fold_batches)
-        report["exact"] = {
-            "max_abs_diff": difference,
-            "samples": sum(len(x) for x in fold_batches),
-        }
-        figures["exact_diff"] = difference
-        log.info("exact ONNX graph: max abs difference %g to the folded model", difference)
-    if "qdq" in kinds:
-        calibration = _training_inputs(run)
-        model = onnx_export.export_qdq(reference, input_shape, calibration)
-        onnx.save(model, run.run_dir / "model_qdq.onnx")
-        ops = onnx_export.optimized_op_types(model, run.cfg.trainer.threads)
-        onnx_export.check_integer_kernels(ops, len(report["layers"]))
-        sess = onnx_export.session(model, run.cfg.trainer.threads)
-        score = run.evaluate(onnx_export.OnnxModule(sess), "int8")
-        agree = _agreement(run)
-        report["qdq"] = {
-            "optimized_op_types": dict(sorted(ops.items())),
-            "calibration_samples": sum(len(x) for x in calibration),
-            run.task.metric: score,
-            "agree_with_folded": agree,
-        }
-        figures["int8"], figures["int8_agree"] = round(score, 4), agree
-        log.info(
-            "QDQ ONNX graph: %s %.2f, top-1 agreement with the folded model %s%%",
-            run.task.metric,
-            score,
-            agree,
+    try:
+        if "exact" in kinds:
+            _export_exact(run, reference, input_shape, fold_batches, report, figures)
+        if "qdq" in kinds:
+            _export_qdq(run, reference, input_shape, report, figures)
+    except ExportError as error:
+        kept = run.run_dir / FOLDED_MODEL
+        torch.save(folded, kept)
+        report["error"] = str(error)
+        run.failure = ExportError(
+            f"{error} (the trained folded model is kept in {kept}; the row is written with "
+            "failed=export)"
         )
     (run.run_dir / "export.json").write_text(json.dumps(report, indent=1))
     return figures
+
+
+def _export_exact(
+    run: Run,
+    reference: nn.Module,
+    input_shape: list[Any],
+    fold_batches: list[Tensor],
+    report: dict[str, Any],
+    figures: dict[str, Any],
+) -> None:
+    """model_exact.onnx and its parity with the folded model (the difference is recorded
+    also when it fails the run)."""
+    import onnx
+
+    from gdrq_bench import export as onnx_export
+
+    model, outputs = onnx_export.export_exact(reference, input_shape)
+    onnx.save(model, run.run_dir / "model_exact.onnx")
+    report["exact"] = {"samples": sum(len(x) for x in fold_batches)}
+    threads = run.cfg.trainer.threads
+    try:
+        difference = onnx_export.check_parity(reference, model, outputs, fold_batches, threads)
+    except onnx_export.ParityError as error:
+        figures["exact_diff"] = report["exact"]["max_abs_diff"] = error.difference
+        raise
+    figures["exact_diff"] = report["exact"]["max_abs_diff"] = difference
+    log.info("exact ONNX graph: max abs difference %g to the folded model", difference)
+
+
+def _export_qdq(
+    run: Run,
+    reference: nn.Module,
+    input_shape: list[Any],
+    report: dict[str, Any],
+    figures: dict[str, Any],
+) -> None:
+    """model_qdq.onnx, its integer kernels checked and its metric through onnxruntime."""
+    import onnx
+
+    from gdrq_bench import export as onnx_export
+
+    calibration = _training_inputs(run)
+    model = onnx_export.export_qdq(reference, input_shape, calibration)
+    onnx.save(model, run.run_dir / "model_qdq.onnx")
+    ops = onnx_export.optimized_op_types(model, run.cfg.trainer.threads)
+    onnx_export.check_integer_kernels(ops, len(report["layers"]))
+    sess = onnx_export.session(model, run.cfg.trainer.threads)
+    score = run.evaluate(onnx_export.OnnxModule(sess), "int8")
+    agree = _agreement(run)
+    report["qdq"] = {
+        "optimized_op_types": dict(sorted(ops.items())),
+        "calibration_samples": sum(len(x) for x in calibration),
+        run.task.metric: score,
+        "agree_with_folded": agree,
+    }
+    figures["int8"], figures["int8_agree"] = round(score, 4), agree
+    log.info(
+        "QDQ ONNX graph: %s %.2f, top-1 agreement with the folded model %s%%",
+        run.task.metric,
+        score,
+        agree,
+    )
 
 
 def _layer_bits(qmodel: nn.Module) -> dict[str, dict[str, Any]]:

@@ -57,4 +57,6 @@ def _run_stages(setup: RunSetup, command: str, run_dir: Path) -> dict[str, Any] 
             checkpoints.finish()
     finally:
         run.logger.finish(row)
+    if run.failure is not None:  # the row is written, marked failed; the run still fails
+        raise run.failure
     return row

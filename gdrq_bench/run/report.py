@@ -100,6 +100,9 @@ def result_row(
         # (0); export=qdq/both: the metric through onnxruntime's int8 kernels, and the share
         # of images whose top-1 equals the folded model's (classification)
         **{key: run.exported.get(key, "") for key in ("exact_diff", "int8", "int8_agree")},
+        # the stage whose check failed after training (export): its figures above are what
+        # was measured; gdrq-board leaves such rows out
+        "failed": "export" if run.failure is not None else "",
     }
 
 
