@@ -10,7 +10,7 @@ policy. Then Brevitas replaces gdrq_bench's quantizers (bench/brevitas_models.py
 calibration pass over 8 training batches, the QAT stage, evaluation, and one row appended to
 results_dir/classification.csv with method `brevitas`. Brevitas keeps BatchNorm apart (its
 deployment folds it at export), so the row's `folded` and `fold_err` are empty and its `drop`
-is fp - quant; grouping, k_w and k_a do not apply and are left empty.
+is fp - quant; of the spec's columns only the bits apply, the others are left empty.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from omegaconf import DictConfig
 from gdrq_bench.checkpoint import RunCheckpoints
 from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.errors import ConfigError, GdrqError
-from gdrq_bench.results import append_row
+from gdrq_bench.provenance import git_sha
+from gdrq_bench.results import SPEC_COLUMNS, append_row
 from gdrq_bench.run import (
     Run,
     prepare_run,
@@ -45,6 +46,7 @@ from gdrq_bench.run import (
 from gdrq_bench.run_logger import RunLogger
 
 CALIBRATION_BATCHES = 8
+BREVITAS_KNOBS = ("w_bits", "a_bits", "first_last_bits")
 log = logging.getLogger("brevitas_qat")
 
 
@@ -64,7 +66,8 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     checkpoints = RunCheckpoints(
         Path(cfg.checkpoint_dir).expanduser() / f"brevitas-{run_key(cfg)}", resume=False
     )
-    run = Run(cfg, spec, task, run_dir, RunLogger(), checkpoints, torch.device("cpu"))
+    device = torch.device("cpu")
+    run = Run(cfg, spec, task, run_dir, RunLogger(), checkpoints, device, git_sha())
     model, fp_source = stage_fp(run, setup.model)
     run.evaluate(model, "fp")
     seed_stage(cfg.seed, "calibrate")
@@ -75,8 +78,9 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     run.evaluate(qmodel, "quant", final=True)  # its predictions.json, for the bench's tests
     run.metrics["folded"] = run.metrics["quant"]  # drop = fp - quant; folded shown empty below
     row = result_row(run, fp_source, {}, None, command)
-    row.update(method="brevitas", groups="per_channel", group_strategy="", alpha_mode="")
-    row.update(k_w="", k_a="", folded="")
+    # of the spec only the bits (and the edge layers' bits) act on Brevitas' quantizers
+    row.update({column: "" for column in SPEC_COLUMNS if column not in BREVITAS_KNOBS})
+    row.update(method="brevitas", groups="per_channel", folded="")
     append_row(row_table(cfg, task.name), row)
     checkpoints.finish()
     log.info(

@@ -54,6 +54,9 @@ class DatasetConfig:
     val_split: str = "val"
     num_workers: int = 0
     on_bad_sample: str = "fail"  # an image that cannot be decoded: fail (name it) or skip it
+    # training images held out as a validation split (data/holdout.py), stratified by class;
+    # 0: the standard split, every training image trains
+    holdout: int = 0
 
 
 @dataclass
@@ -181,6 +184,10 @@ class TrainerConfig:
     probes: bool = True
     # every method fine-tunes reshape + qat epochs (one without a reshape stage, all in QAT)
     equal_budget: bool = True
+    # the equal-budget float control (run/control.py): the float model fine-tuned as the
+    # quantized one is, without quantizers, scored as the row's fp_ft; false: not run (fp_ft
+    # empty), e.g. for a one-off ImageNet run
+    float_control: bool = True
     device: str = "auto"  # "auto" (this process's GPU if there is one), "cpu" or "cuda"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -15,7 +14,6 @@ from gdrq_bench import __version__
 RESULTS_PATHSPECS = (":!results", ":!bench/results", ":!bench/RESULTS*.md")
 
 
-@cache
 def git_sha() -> str:
     """The checkout's commit, '-dirty' if it has uncommitted changes outside the results,
     'unknown' outside git."""
@@ -33,6 +31,15 @@ def git_sha() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def code_version_since(started: str) -> str:
+    """The code version of a run that started at `started` (git_sha() then): the same, or
+    marked -dirty when the checkout changed before the run finished (a commit, a checkout or
+    an edit), since the code that ran is then not one commit's."""
+    if started.endswith("-dirty") or started == "unknown" or git_sha() == started:
+        return started
+    return f"{started}-dirty"
 
 
 def versions() -> str:

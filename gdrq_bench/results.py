@@ -10,10 +10,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from gdrq_bench.config import SPEC_KEYS
 from gdrq_bench.errors import ConfigError
 
 # The stable interface (DESIGN.md): add columns at the end, never rename or reorder these.
-COLUMNS = [
+ROW_COLUMNS = [
     "run_id",
     "finished_at",
     "git_sha",
@@ -55,6 +56,25 @@ COLUMNS = [
     "int8",
     "int8_agree",
     "failed",
+]
+
+# the row's name of a QuantSpec knob, where it is not the knob's own
+KNOB_COLUMNS = {"alpha": "alpha_mode"}
+# every knob of the spec as its own column (the first ones were in the table before), then a
+# hash of the effective spec and the fine-tuning recipe (run/keys.py: spec_hash)
+SPEC_COLUMNS = [KNOB_COLUMNS.get(name, name) for name in SPEC_KEYS]
+COLUMNS = [
+    *ROW_COLUMNS,
+    *(column for column in SPEC_COLUMNS if column not in ROW_COLUMNS),
+    "spec_hash",
+    "fp_ft",  # the equal-budget float control's score (run/control.py); empty: not run
+    "drop_ft",  # fp_ft - folded: the quantization's loss alone
+    # dataset.holdout: the held-out validation images and the metric on them (the columns
+    # above are on the data set's evaluation split, eval_samples images)
+    "val_samples",
+    "val_fp",
+    "val_fp_ft",
+    "val_folded",
 ]
 
 

@@ -47,8 +47,9 @@ def _row(**values: object) -> dict[str, object]:
 def results(tmp_path: Path) -> Path:
     table = tmp_path / "results" / "classification.csv"
     rows = [
-        _row(folded=97.0, kurtosis_before=3.0, kurtosis_after=2.1),
-        _row(folded=98.0, seed=1, kurtosis_before=3.0, kurtosis_after=2.0),  # its second seed
+        _row(folded=97.0, kurtosis_before=3.0, kurtosis_after=2.1, fp_ft=98.5, drop_ft=1.5),
+        # its second seed
+        _row(folded=98.0, seed=1, kurtosis_before=3.0, kurtosis_after=2.0, fp_ft=98.5, drop_ft=0.5),
         _row(folded=99.5, seed=2, git_sha="abc123-dirty"),  # uncommitted code: left out
         _row(folded=99.9, seed=3, failed="export"),  # failed after training: not read
         _row(folded=90.0, seed=2, fp_hash="f2", fp=95.0),  # another float model: its own line
@@ -144,7 +145,7 @@ def test_board_writes_the_leaderboard_and_the_plots(results: Path, tmp_path: Pat
         "leaderboard.md",
     ]
     text = (results / "leaderboard.md").read_text()
-    cells = "| W4A4 | gdrq | 4 | 99.00 | 97.50 ± 0.71 | 2 | 0.82 | 1.50 |"
+    cells = "| W4A4 | gdrq | 4 | 99.00 | 97.50 ± 0.71 | 2 | 0.82 | 1.50 | 1.00 |"
     assert f"{cells} `gdrq-run method=gdrq bits=4` |" in text
     assert "1 row(s) from uncommitted code (`-dirty`) are left out." in text
     with pytest.raises(ValueError, match="layer 'nope' is not quantized"):
@@ -168,3 +169,18 @@ def test_a_table_of_another_schema_is_named(tmp_path: Path) -> None:
 def test_filters_that_match_nothing_say_so(results: Path) -> None:
     with pytest.raises(SystemExit, match="no results row matches the filters"):
         main(["--results", str(results), "--model", "resnet50"])
+
+
+def test_rows_are_averaged_by_spec_hash_and_float_model_not_by_command(tmp_path: Path) -> None:
+    """The same command run at two code versions whose defaults differ (two spec hashes) gives
+    two lines; two spellings of one effective spec give one."""
+    table = tmp_path / "classification.csv"
+    command = "gdrq-run method=gdrq bits=4"
+    for row in (
+        _row(folded=97.0, command=command, spec_hash="old"),
+        _row(folded=98.0, command=command, spec_hash="new"),
+        _row(folded=99.0, command="gdrq-run bits.w=4 bits.a=4 seed=1", spec_hash="new"),
+    ):
+        append_row(table, row)
+    lines = aggregate(read_results(tmp_path))
+    assert sorted(zip(lines.spec, lines.folded, lines.runs)) == [("new", 98.5, 2), ("old", 97.0, 1)]

@@ -52,7 +52,7 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
     assert row["finetune_epochs"] == "2"  # smoke: reshape 1 + qat 1
     # per-stage probes: the metric after every stage, and where each clip cuts
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert list(metrics) == ["fp", "reshape", "round", "quant", "folded"]
+    assert list(metrics) == ["fp", "fp_ft", "reshape", "round", "quant", "folded"]
     assert all({"top1", "nll"} <= set(values) for values in metrics.values())
     assert "top1 by stage: fp " in (run_dir / "gdrq_run.log").read_text()
     stats = json.loads((run_dir / "layer_stats.json").read_text())
@@ -66,6 +66,10 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
     assert list(timings["stage_train_s"]) == ["fp", "reshape", "qat"]
     assert sum(timings["stage_train_s"].values()) == pytest.approx(timings["train_s"])
     assert float(row["train_s"]) == round(timings["train_s"], 1)
+    # the equal-budget float control: the float model fine-tuned by the same stages
+    assert list(timings["float_control_train_s"]) == ["fp_ft_reshape", "fp_ft_qat"]
+    assert float(row["fp_ft"]) == round(metrics["fp_ft"]["top1"], 4)
+    assert float(row["drop_ft"]) == pytest.approx(float(row["fp_ft"]) - scores["folded"], abs=1e-3)
 
 
 @pytest.mark.slow
@@ -118,3 +122,22 @@ def test_same_seed_trained_twice_gives_the_same_row(tmp_path: Path) -> None:
         assert rows[0][metric] == rows[1][metric], metric
     assert rows[0]["seed"] == "7"
     assert all(f"{library}=" in rows[0]["versions"] for library in ("torch", "torchvision"))
+
+
+@pytest.mark.slow
+def test_the_float_control_changes_no_number_of_the_quantized_run(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """With the control off the row's numbers are the same (its random draws are put back);
+    another method of the same stage split reuses the cached control."""
+    off = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=7", "trainer.float_control=false")
+    on = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=7")
+    shared = gdrq_run(tmp_path, cache_dir, "logger=none", "seed=7", "method=scale_clip_only")
+    assert off.returncode == on.returncode == shared.returncode == 0, on.stderr[-2000:]
+    rows = read_rows(tmp_path)
+    same = ("fp", "quant", "folded", "nll", "kurtosis_after", "ql_after", "spec_hash")
+    assert [rows[0][key] for key in same] == [rows[1][key] for key in same]
+    assert (rows[0]["fp_ft"], rows[0]["drop_ft"]) == ("", "")
+    assert rows[1]["fp_ft"] != "" and rows[2]["fp_ft"] == rows[1]["fp_ft"]
+    timings = json.loads((Path(rows[2]["run_dir"]) / "timings.json").read_text())
+    assert timings["float_control_train_s"] == {}  # scored from the cache

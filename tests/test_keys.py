@@ -1,5 +1,5 @@
-"""In-process checks of the two cache keys: what splits the float model's cache and what splits
-a run's checkpoints (run/keys.py)."""
+"""In-process checks of a run's keys (run/keys.py): what splits the float model's cache, what
+splits a run's checkpoints, and what makes two results rows one configuration (spec_hash)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.config import TrainerConfig
 from gdrq_bench.run.keys import (
     AFTER_FLOAT_TRAINER_KEYS,
+    FINETUNE_RECIPE_KEYS,
     FLOAT_TRAINER_KEYS,
     float_cache_key,
     run_key,
+    spec_hash,
 )
+from gdrq_bench.run.report import spec_columns
+from gdrq_bench.run.spec import build_spec
 
 
 def _config(*overrides: str):
@@ -69,3 +73,65 @@ def test_where_and_how_a_run_reports_leaves_its_run_key(override: str) -> None:
 @pytest.mark.parametrize("override", ["bits=w2a4", "method.k_w=2", "seed=1", "trainer.qat.lr=1"])
 def test_what_changes_a_number_splits_the_run_key(override: str) -> None:
     assert run_key(_config(override)) != run_key(_config())
+
+
+def _spec_hash(*overrides: str) -> str:
+    cfg = _config(*overrides)
+    return spec_hash(cfg, build_spec(cfg))
+
+
+def test_the_fine_tuning_recipe_is_made_of_trainer_keys() -> None:
+    keys = {field.name for field in dataclasses.fields(TrainerConfig)}
+    assert set(FINETUNE_RECIPE_KEYS) <= keys
+
+
+@pytest.mark.parametrize(
+    "same, other",
+    [
+        (["method=minmax"], ["method=minmax", "method.k_w=2"]),  # minmax reads no k_w
+        (["method=lsq"], ["method=lsq", "grouping=g8"]),  # nor lsq the groups
+        ([], ["seed=4"]),  # seeds are the repeats of a configuration
+        ([], ["trainer.threads=2", "trainer.progress=false", "results_dir=x"]),
+        (["bits=4"], ["bits.w=4", "bits.a=4"]),  # another spelling of the same knobs
+    ],
+)
+def test_what_changes_no_number_of_the_method_shares_the_spec_hash(
+    same: list[str], other: list[str]
+) -> None:
+    assert _spec_hash(*same) == _spec_hash(*other)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "method.k_w=2",
+        "method.act_stat=mean_abs",
+        "grouping=g8",
+        "bits=w2a4",
+        "method=groups_only",
+        "trainer.qat.lr=0.02",
+        "trainer.finetune_batches=7",
+        "trainer.equal_budget=false",
+    ],
+)
+def test_an_effective_knob_or_the_recipe_splits_the_spec_hash(override: str) -> None:
+    assert _spec_hash(override) != _spec_hash()
+
+
+def test_a_row_fills_the_knobs_its_method_reads() -> None:
+    gdrq = spec_columns(build_spec(_config()))
+    minmax = spec_columns(build_spec(_config("method=minmax")))
+    assert (gdrq["k_w"], gdrq["act_stat"], gdrq["groups"], gdrq["alpha_mode"]) == (
+        3.0,
+        "max_abs",
+        4,
+        "search",
+    )
+    assert (minmax["k_w"], minmax["act_stat"], minmax["groups"], minmax["alpha_mode"]) == (
+        "",
+        "",
+        1,
+        "",
+    )
+    assert minmax["act_momentum"] == 0.1 and minmax["skip"] == ""
+    assert spec_columns(build_spec(_config("method.skip=[fc,conv1]")))["skip"] == "fc;conv1"

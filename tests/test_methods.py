@@ -1,5 +1,7 @@
 """GDRQ, its ablations and the baselines (METHOD.md section 7): each one trains, as specified."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,18 @@ from quant_reference import positive_levels, reference_quantize
 from torch import nn
 from torch.nn import functional as F
 
-from gdrq_bench.quant import METHODS, QuantSpec, get_method, quantize_model, quantized_layers
+from gdrq_bench.quant import (
+    CLIP,
+    METHODS,
+    QUANT,
+    QuantSpec,
+    commit_scale_clip,
+    get_method,
+    method_knobs,
+    quantize_model,
+    quantized_layers,
+    set_mode,
+)
 from gdrq_bench.quant.act_quant import LearnedAct
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 
@@ -263,3 +276,78 @@ def test_training_steps_match_the_unshortened_graph_bit_for_bit(monkeypatch, met
         assert torch.equal(new, old)
     project = get_method(method).scale_clip and clip_style == "project"
     assert any(shortcuts) == project  # the shortcut was taken where it applies
+
+
+# a value of each knob other than its default, one that changes the numbers of a method that
+# reads it (first_last_bits=same: the edge layers at 4 bits by the method itself)
+OTHER_KNOB_VALUES = {
+    "groups": 2,
+    "group_strategy": "kmeans",
+    "alpha": "learned",
+    "alpha_every": 1,
+    "regroup_every": 1,
+    "search_points": 16,
+    "k_w": 1.5,
+    "k_a": 0.5,
+    "weight_stat": "std",
+    "act_stat": "mean_abs",
+    "act_momentum": 0.7,
+    "first_last_bits": "same",
+    "weight_grad": "pass",
+    "clip_style": "clamp",
+    "scale_clip_qat": True,
+    "skip": ["3"],
+}
+
+
+def _trained_output(spec: QuantSpec) -> torch.Tensor:
+    """The eval output of a three-conv model after 3 reshape steps (Scale-Clip methods) and
+    12 QAT steps of `spec`, from fixed weights and data."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        *(
+            module
+            for width in (3, 16, 16)
+            for module in (nn.Conv2d(width, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        ),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+    torch.manual_seed(1)
+    x, y = torch.randn(16, 3, 8, 8) * 2, torch.randint(0, 10, (16,))
+    qmodel = quantize_model(model, spec)
+    optimizer = torch.optim.SGD(qmodel.parameters(), lr=0.1)
+    phases = [(CLIP, 3)] if get_method(spec.method).scale_clip else []
+    for mode, steps in [*phases, (QUANT, 12)]:
+        if mode == QUANT and phases and not spec.scale_clip_qat:
+            commit_scale_clip(qmodel)
+        set_mode(qmodel, mode).train()
+        for _ in range(steps):
+            optimizer.zero_grad()
+            F.cross_entropy(qmodel(x), y).backward()
+            optimizer.step()
+    with torch.no_grad():
+        return qmodel.eval()(x)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_knob_a_method_does_not_read_changes_none_of_its_numbers(method: str) -> None:
+    """method_knobs (the row's filled spec columns, the spec hash) holds every knob that moves
+    a method's numbers: changing any other leaves its trained model's outputs bit for bit."""
+    assert set(OTHER_KNOB_VALUES) | {"method", "w_bits", "a_bits"} == set(
+        QuantSpec.__dataclass_fields__
+    )
+    base = QuantSpec(method=method)
+    expected = _trained_output(base)
+    unread = sorted(set(OTHER_KNOB_VALUES) - method_knobs(method))
+    moved = [
+        knob
+        for knob in unread
+        if not torch.equal(
+            _trained_output(replace(base, **{knob: OTHER_KNOB_VALUES[knob]})), expected
+        )
+    ]
+    assert moved == []
+    # the harness sees a read knob move the numbers
+    assert not torch.equal(_trained_output(replace(base, first_last_bits="same")), expected)

@@ -97,6 +97,7 @@ def test_torchrun_with_two_cpu_processes_writes_one_row(tmp_path: Path) -> None:
         "metrics.json",
         "predictions.json",
         "predictions_fp.json",
+        "predictions_fp_ft.json",
         "predictions_quant.json",
         "predictions_reshape.json",
         "predictions_round.json",

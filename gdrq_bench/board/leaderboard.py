@@ -1,10 +1,12 @@
 """The leaderboard: results/*.csv read with pandas, the rows of each configuration averaged.
 
-A configuration is a command line up to its seed, on one float model: rows that differ only in
-`seed=` are its repeats, and their folded scores are averaged (mean, sample std, count). Rows
-of different commands, trainers or float models are never mixed, and rows from uncommitted
-code (`git_sha` ending in -dirty) are left out. Rows of runs that failed a check after training
-(`failed` set: an export) are not read at all.
+A configuration is an effective spec and fine-tuning recipe (the row's `spec_hash`) on one float
+model (`fp_hash`): rows that share both differ only in their seed, and their folded scores are
+averaged (mean, sample std, count), whatever command line set the knobs; rows whose effective
+knobs or float models differ are never mixed (rows written before spec_hash existed are grouped
+by their command up to its seed), and rows from uncommitted code (`git_sha` ending in -dirty)
+are left out. Rows of runs that failed a check after training (`failed` set: an export) are not
+read at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from gdrq_bench.results import COLUMNS
 
 FLOAT_BITS = 32
 SEED = re.compile(r"\s+seed=\d+(?=\s|$)")
-CONFIGURATION = ["task", "dataset", "model", "bits", "method", "groups", "setup", "float_model"]
+CONFIGURATION = ["task", "dataset", "model", "bits", "method", "groups", "spec", "float_model"]
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
@@ -43,6 +45,7 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     rows.loc[is_float, ["method", "groups"]] = ["float", "-"]  # one float line per model
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
     rows["setup"] = rows.command.str.replace(SEED, "", regex=True)
+    rows["spec"] = rows.spec_hash.astype(object).fillna("command " + rows.setup)
     # rows written before fp_hash existed: the float score stands for the float model
     rows["float_model"] = rows.fp_hash.astype(object).fillna("fp " + rows.fp.astype(str))
     rows["dirty"] = rows.git_sha.astype(str).str.endswith("-dirty")
@@ -68,11 +71,13 @@ def binomial_error(score: float, samples: float) -> float:
 
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per configuration of the committed-code rows: folded mean, sample std and
-    count over seeds, the float score, the mean drop and the binomial standard error of a
+    count over seeds, the float score, the mean drops (against the float model and against
+    its equal-budget fine-tuned control) and the binomial standard error of a
     single top1 (empty for other metrics), highest bit-widths first, then best first."""
     clean = rows[~rows.dirty]
     grouped = clean.groupby(CONFIGURATION, sort=False, dropna=False)
     lines = grouped.agg(
+        setup=("setup", "first"),
         metric=("metric", "first"),
         group_strategy=("group_strategy", "first"),
         w_bits=("w_bits", "first"),
@@ -82,6 +87,7 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
         folded_std=("folded", "std"),
         runs=("folded", "size"),
         drop=("drop", "mean"),
+        drop_ft=("drop_ft", "mean"),
         eval_samples=("eval_samples", "first"),
         kurtosis_before=("kurtosis_before", "mean"),
         kurtosis_after=("kurtosis_after", "mean"),
@@ -97,7 +103,7 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-NUMBER_COLUMNS = ("float", "folded", "n", "SE", "drop")
+NUMBER_COLUMNS = ("float", "folded", "n", "SE", "drop", "drop_ft")
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -125,12 +131,16 @@ def leaderboard_markdown(rows: pd.DataFrame, dirty_included: int = 0) -> str:
     parts = [
         "# Leaderboard",
         "",
-        "Written by `gdrq-board` from `results/*.csv`. One line per configuration: a command "
-        "up to its `seed=`, on one float model. `folded` is the mean ± sample std of the "
-        "deployed (folded) model's score over the `n` seeds that ran; `SE` is the binomial "
+        "Written by `gdrq-board` from `results/*.csv`. One line per configuration: an "
+        "effective spec and fine-tuning recipe (`spec_hash`) on one float model. `folded` is "
+        "the mean ± sample std of the deployed (folded) model's score over the `n` seeds that "
+        "ran; `SE` is the binomial "
         "standard error of one top1 on the validation set (how far the test set's luck "
         "alone moves it); differences within about twice the larger of the spread and SE "
-        "are noise. `command` reproduces the line (add `seed=N`).",
+        "are noise. `drop_ft` is the drop against the equal-budget float control (the float "
+        "model fine-tuned as the quantized one, `fp_ft`): the quantization's loss alone; — "
+        "where the control did not run. `command` reproduces the line (add `seed=N`): the "
+        "first of its rows' commands.",
     ]
     if dirty:
         parts += ["", f"{dirty} row(s) from uncommitted code (`-dirty`) are left out."]
@@ -154,6 +164,7 @@ def leaderboard_markdown(rows: pd.DataFrame, dirty_included: int = 0) -> str:
                     "n": table.runs,
                     "SE": table.noise.map(_number),
                     "drop": table["drop"].map(_number),
+                    "drop_ft": table["drop_ft"].map(_number),
                     "command": "`" + table.setup + "`",
                 }
             )

@@ -26,6 +26,7 @@ _MODULE_OF = {
     "layer_plan": "convert",
     "layer_weight_stats": "stats",
     "level_range": "fake_quant",
+    "method_knobs": "methods",
     "quantize_model": "convert",
     "quantized_layers": "convert",
     "quantized_loss": "stats",

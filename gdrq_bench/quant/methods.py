@@ -25,6 +25,24 @@ WeightFactory = Callable[[QuantSpec, int, int, int], WeightQuantizer]
 ActFactory = Callable[[QuantSpec, int], ActQuantizer]
 
 
+# The QuantSpec knobs a method reads, by what reads them (a results row leaves the others
+# empty, and the spec hash leaves them out): every method's layers and weight gradient; the
+# group quantizer's grouping and clip search; Scale-Clip; activation clips from a running
+# statistic (min-max and Scale-Clip). tests/test_methods.py checks that a knob outside a
+# method's set changes none of its numbers.
+EVERY_METHOD_KNOBS = frozenset(
+    {"method", "w_bits", "a_bits", "first_last_bits", "skip", "weight_grad"}
+)
+GROUP_KNOBS = frozenset(
+    {"groups", "group_strategy", "regroup_every", "alpha", "alpha_every", "search_points"}
+    | {"weight_stat"}  # the sorted and k-means groupings order filters by it
+)
+SCALE_CLIP_KNOBS = frozenset(
+    {"k_w", "k_a", "weight_stat", "act_stat", "clip_style", "scale_clip_qat", "act_momentum"}
+)
+RUNNING_CLIP_KNOBS = frozenset({"act_momentum"})
+
+
 @dataclass(frozen=True)
 class Method:
     weight: WeightFactory
@@ -34,6 +52,17 @@ class Method:
     # the method that quantizes the first and last layers when they are not at the same bits
     # as the others: Scale-Clip reshapes the low-bit layers only
     edge: str | None = None
+    running_clip: bool = False  # activation clips from a running statistic (act_momentum)
+
+    @property
+    def own_knobs(self) -> frozenset[str]:
+        """The QuantSpec knobs this method's own layers read."""
+        return (
+            EVERY_METHOD_KNOBS
+            | (GROUP_KNOBS if self.grouped else frozenset())
+            | (SCALE_CLIP_KNOBS if self.scale_clip else frozenset())
+            | (RUNNING_CLIP_KNOBS if self.running_clip else frozenset())
+        )
 
 
 def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False) -> WeightFactory:
@@ -79,12 +108,14 @@ METHODS: dict[str, Method] = {
         lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
         scale_clip=False,
         grouped=True,
+        running_clip=True,
     ),
     "minmax": Method(
         _group_quantizer("max", scale_clip=False),
         lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
         scale_clip=False,
         grouped=False,
+        running_clip=True,
     ),
     "lsq": Method(
         _group_quantizer("learned", scale_clip=False, lsq_init=True),
@@ -112,6 +143,13 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise SpecError("method", name, f" is unknown: use one of {sorted(METHODS)}")
     return METHODS[name]
+
+
+def method_knobs(name: str) -> frozenset[str]:
+    """The QuantSpec knobs a run of method `name` reads: its own layers' and, where the first
+    and last layers take another method (edge_method), theirs."""
+    method = get_method(name)
+    return method.own_knobs | edge_method(name).own_knobs
 
 
 def edge_method(name: str) -> Method:

@@ -26,6 +26,8 @@ from gdrq_bench.tasks import Task
 
 log = logging.getLogger(__name__)
 
+STAGES = ("fp", "reshape", "qat")  # the training stages of a run, in order
+VALIDATION = "val_"  # metrics.json's prefix of a model's scores on the held-out images
 LOGGED_METRICS = 4  # metrics per evaluation in the log; COCO has 12, VOC one per class
 
 
@@ -38,28 +40,33 @@ class Run:
     logger: RunLogger
     checkpoints: RunCheckpoints
     device: torch.device
+    code_version: str  # provenance.git_sha() when the run started
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     fp_hash: str = ""  # the float model's weights_hash
     eval_samples: int = 0  # samples in the last evaluation
+    holdout_samples: int = 0  # held-out validation images it was also scored on (dataset.holdout)
     exported: dict[str, Any] = field(default_factory=dict)  # the export stage's row figures
     # a check after training that failed (the export's): the row is still written, marked
     # failed, then the run ends with this error
     failure: GdrqError | None = None
 
-    def train(self, model: nn.Module, stage: str) -> None:
+    def train(self, model: nn.Module, stage: str, name: str | None = None) -> None:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's
-        weights instead of training it, and continues an unfinished one."""
+        weights instead of training it, and continues an unfinished one. `name` (default the
+        stage's) names its checkpoint and log lines: the float control trains the stages of
+        the quantized model under names of its own."""
+        name = name or stage
         stage_cfg = self.cfg.trainer[stage]
         epochs = stage_epochs(self.cfg, self.spec, stage)
         if epochs <= 0:
             return
-        saved = self.checkpoints.load(stage)
+        saved = self.checkpoints.load(name)
         earlier_seconds = saved["seconds"] if saved else 0.0
         if saved is not None and len(saved["losses"]) >= epochs:
             model.load_state_dict(saved["model"])
-            self.stage_seconds[stage] = earlier_seconds
-            log.info("%s: all %d epochs were done before (checkpoint)", stage, epochs)
+            self.stage_seconds[name] = earlier_seconds
+            log.info("%s: all %d epochs were done before (checkpoint)", name, epochs)
             return
         seed_stage(self.cfg.fp_seed if stage == "fp" else self.cfg.seed, stage)
         trainer = self.cfg.trainer
@@ -67,16 +74,16 @@ class Run:
 
         def end_of_epoch(state: dict[str, Any]) -> None:
             state["seconds"] = earlier_seconds + time.perf_counter() - start
-            self.checkpoints.save(stage, state)
+            self.checkpoints.save(name, state)
             self.logger.log(
-                {f"{stage}/loss": state["losses"][-1], f"{stage}/epoch": len(state["losses"])}
+                {f"{name}/loss": state["losses"][-1], f"{name}/epoch": len(state["losses"])}
             )
 
         train_stage(
             model,
             self.task.train_loader(),
             self.task.loss,
-            stage=stage,
+            stage=name,
             epochs=epochs,
             lr=stage_cfg.lr,
             optimizer=trainer.optimizer,
@@ -88,28 +95,37 @@ class Run:
             resume=saved,
             on_epoch_end=end_of_epoch,
         )
-        self.stage_seconds[stage] = earlier_seconds + time.perf_counter() - start
+        self.stage_seconds[name] = earlier_seconds + time.perf_counter() - start
 
     @property
     def train_seconds(self) -> float:
-        """Training time of the run: its stages' times, summed in stage order."""
-        return sum(self.stage_seconds.values())
+        """Training time of the run: its stages' times, summed in stage order (the float
+        control's are not the method's and stay out)."""
+        return sum(seconds for name, seconds in self.stage_seconds.items() if name in STAGES)
 
     def evaluate(self, model: nn.Module, name: str, final: bool = False) -> float:
-        """Score `model` as `name`; the final model's per-image predictions (tasks that make
-        them) go to predictions.json in the run directory, the others' to predictions_<name>."""
+        """Score `model` as `name` on the evaluation set, and as val_<name> on the held-out
+        validation images when dataset.holdout holds some out; the final model's per-image
+        predictions on the evaluation set (tasks that make them) go to predictions.json in the
+        run directory, the others' to predictions_<name>."""
         if not distributed.is_main():  # rank 0 scores the whole evaluation set alone
             return float("nan")
         predictions = self.run_dir / ("predictions.json" if final else f"predictions_{name}.json")
         loader = self.task.eval_loader()
         self.eval_samples = len(loader.dataset)
         # the loader already holds trainer.max_eval_batches' subset: no second cap here
-        metrics = self.task.evaluate(model, loader, predictions_path=predictions)
-        self.metrics[name] = metrics
-        self.logger.log({f"eval/{name}/{key}": value for key, value in metrics.items()})
-        shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
-        log.info("%s model: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in shown))
-        return metrics[self.task.metric]
+        scored = [(name, loader, predictions)]
+        holdout = self.task.holdout_loader()
+        if holdout is not None:  # the same model on the held-out validation images
+            self.holdout_samples = len(holdout.dataset)
+            scored.append((f"{VALIDATION}{name}", holdout, None))
+        for key, images, path in scored:
+            metrics = self.task.evaluate(model, images, predictions_path=path)
+            self.metrics[key] = metrics
+            self.logger.log({f"eval/{key}/{metric}": value for metric, value in metrics.items()})
+            shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
+            log.info("%s model: %s", key, ", ".join(f"{k} {v:.4g}" for k, v in shown))
+        return self.metrics[name][self.task.metric]
 
     def probe(self, qmodel: nn.Module, name: str) -> dict[str, dict[str, float]]:
         """Score a copy of `qmodel` as it stands between two stages (trainer.probes), and

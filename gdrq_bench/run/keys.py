@@ -1,5 +1,6 @@
-"""The two cache keys of a run, side by side: the float model's (what it is trained from) and
-the run's (what its per-epoch checkpoints belong to).
+"""The keys of a run, side by side: the float model's cache key (what it is trained from), the
+run's (what its per-epoch checkpoints belong to), and the spec hash of its results row (which
+rows are repeats of one configuration).
 
 They are built in opposite ways on purpose. The float cache key lists what the float model
 depends on, so the runs of a grid over quantization knobs share one float model; the run key
@@ -18,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gdrq_bench import distributed
+from gdrq_bench.quant import QuantSpec, get_method, method_knobs
 
 # Bump when a code change alters the float model a config trains (2: BatchNorm momentum of
 # models trained from scratch; 3: the thread and process counts in effect, not the configured
@@ -44,7 +46,19 @@ AFTER_FLOAT_TRAINER_KEYS = (
     "resume",
     "probes",
     "equal_budget",
+    "float_control",
     "device",
+)
+
+# Trainer keys of the fine-tuning recipe (the stages after the float model): with the effective
+# spec they make a row's spec_hash.
+FINETUNE_RECIPE_KEYS = (
+    "reshape",
+    "qat",
+    "warmup_steps",
+    "finetune_batches",
+    "equal_budget",
+    *FLOAT_TRAINER_KEYS,  # the same optimizer, batches and clipping fine-tune
 )
 
 # Keys that decide where things are written or how they are shown, not what is computed.
@@ -55,8 +69,9 @@ NOT_IN_RUN_KEY = {
     "logger": None,
     "min_free_mb": None,
     "export": None,  # acts after the last training stage
-    # probes score copies of the model; the fused kernels give the eager form's numbers
-    "trainer": ("resume", "progress", "probes", "fused_kernels"),
+    # probes score copies of the model, and so does the float control (its random-number
+    # draws restored after it); the fused kernels give the eager form's numbers
+    "trainer": ("resume", "progress", "probes", "fused_kernels", "float_control"),
 }
 
 
@@ -100,3 +115,37 @@ def run_key(cfg: DictConfig) -> str:
             for subkey in subkeys:
                 config.get(key, {}).pop(subkey, None)
     return _digest(config)
+
+
+def spec_hash(cfg: DictConfig, spec: QuantSpec) -> str:
+    """A hash of what a run does after its float model: the knobs its method reads (with
+    their values; the others change nothing), the fine-tuning recipe and the task's
+    after-float keys. Rows with the same spec_hash and float model (fp_hash) differ only in
+    their seed: the leaderboard averages them, whatever command line set the knobs."""
+    knobs = sorted(method_knobs(spec.method))
+    parts = {
+        "spec": {name: getattr(spec, name) for name in knobs},
+        "recipe": {key: _plain_value(cfg.trainer[key]) for key in FINETUNE_RECIPE_KEYS},
+        "task": {key: _plain_value(cfg.task.get(key)) for key in AFTER_FLOAT_TASK_KEYS},
+    }
+    return _digest(parts)
+
+
+def _plain_value(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def float_control_key(cfg: DictConfig, spec: QuantSpec, fp_hash: str) -> str:
+    """What the equal-budget float control's score depends on: the float model's weights, the
+    fine-tuning recipe as the method splits it (a reshape stage or not), the seed, the thread
+    and process counts, and what it is evaluated on. Methods of one split share it."""
+    parts = {
+        "float_model": fp_hash,
+        "model": _plain(cfg.model),
+        "recipe": {key: _plain_value(cfg.trainer[key]) for key in FINETUNE_RECIPE_KEYS},
+        "reshape_stage": get_method(spec.method).scale_clip,
+        "seed": cfg.seed,
+        "counts": [torch.get_num_threads(), distributed.world_size()],
+        "evaluation": [_plain(cfg.dataset), _plain(cfg.task), cfg.trainer.max_eval_batches],
+    }
+    return _digest(parts)

@@ -1,4 +1,5 @@
-"""One run of gdrq-run, stage by stage: fp -> reshape -> qat -> fold -> eval -> report."""
+"""One run of gdrq-run, stage by stage: fp -> float control -> reshape -> qat -> fold -> eval
+-> report."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gdrq_bench import distributed
+from gdrq_bench import distributed, provenance
 from gdrq_bench.checkpoint import RunCheckpoints
 from gdrq_bench.quant import FLOAT_BITS
 from gdrq_bench.run.context import Run
+from gdrq_bench.run.control import stage_float_control
 from gdrq_bench.run.fp import stage_fp
 from gdrq_bench.run.keys import run_key
 from gdrq_bench.run.report import stage_report
@@ -40,7 +42,7 @@ def _run_stages(setup: RunSetup, command: str, run_dir: Path) -> dict[str, Any] 
     )
     device = distributed.device(cfg.trainer.device)
     logger = start_logger(cfg, run_dir) if main else RunLogger()
-    run = Run(cfg, spec, setup.task, run_dir, logger, checkpoints, device)
+    run = Run(cfg, spec, setup.task, run_dir, logger, checkpoints, device, provenance.git_sha())
     row = None
     try:
         model, fp_source = stage_fp(run, setup.model.to(device))
@@ -51,6 +53,7 @@ def _run_stages(setup: RunSetup, command: str, run_dir: Path) -> dict[str, Any] 
             run.metrics["quant"] = run.metrics["folded"] = run.metrics.get("fp", {})
             stats, fold_err = {}, None
         else:
+            stage_float_control(run, model)
             stats, fold_err = quantized_stages(run, model)
         if main:
             row = stage_report(run, fp_source, stats, fold_err, command)

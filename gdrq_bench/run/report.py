@@ -14,13 +14,17 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gdrq_bench import provenance
-from gdrq_bench.quant import FLOAT_BITS, get_method
-from gdrq_bench.results import append_row, table_path
+from gdrq_bench.config import SPEC_KEYS
+from gdrq_bench.quant import FLOAT_BITS, QuantSpec, method_knobs
+from gdrq_bench.results import KNOB_COLUMNS, append_row, table_path
 from gdrq_bench.run.budget import finetune_epochs
-from gdrq_bench.run.context import Run
+from gdrq_bench.run.context import STAGES, VALIDATION, Run
+from gdrq_bench.run.keys import spec_hash
 
 log = logging.getLogger(__name__)
 
+# the models whose held-out validation score has a column (val_fp, val_fp_ft, val_folded)
+VALIDATED = ("fp", "fp_ft", "folded")
 # metrics.json's names of the models scored between stages, in stage order, as the trail
 # calls them ("quant" is the model after QAT)
 STAGE_NAMES = {"fp": "fp", "reshape": "reshape", "round": "round", "quant": "qat"}
@@ -42,7 +46,9 @@ def stage_report(
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     timings = {  # seconds; a stage loaded from a finished checkpoint counts its saved time
         "train_s": run.train_seconds,
-        "stage_train_s": run.stage_seconds,
+        "stage_train_s": {k: v for k, v in run.stage_seconds.items() if k in STAGES},
+        # the float control's stages (0 when its score came from the cache)
+        "float_control_train_s": {k: v for k, v in run.stage_seconds.items() if k not in STAGES},
     }
     (run.run_dir / "timings.json").write_text(json.dumps(timings, indent=1))
     append_row(row_table(run.cfg, run.task.name), row)  # last: the commit
@@ -58,24 +64,23 @@ def result_row(
     """The results row of a finished run (results.COLUMNS, in order)."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
     scores = {name: round(run.metrics[name][metric], 4) for name in ("fp", "quant", "folded")}
-    grouped = get_method(spec.method).grouped
+    control = _score(run, "fp_ft")
     return {
         "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": provenance.git_sha(),
+        "git_sha": provenance.code_version_since(run.code_version),
         "command": command,
         "task": run.task.name,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
-        "method": spec.method,
-        "w_bits": spec.w_bits,
-        "a_bits": spec.a_bits,
-        "groups": spec.groups if grouped else 1,
-        "group_strategy": spec.group_strategy if grouped else "",
-        "alpha_mode": spec.alpha if grouped else "",
-        "k_w": spec.k_w,
-        "k_a": spec.k_a,
-        "first_last_bits": spec.first_last_bits,
+        **spec_columns(spec),
+        "spec_hash": spec_hash(cfg, spec),
+        # the equal-budget float control (run/control.py): its score, and the drop against it
+        "fp_ft": _or_empty(control),
+        "drop_ft": round(control - scores["folded"], 4) if control is not None else "",
+        # dataset.holdout: the metric on the held-out training images (validation split)
+        "val_samples": run.holdout_samples or "",
+        **{f"{VALIDATION}{m}": _or_empty(_score(run, f"{VALIDATION}{m}")) for m in VALIDATED},
         "seed": cfg.seed,
         "metric": metric,
         **scores,
@@ -104,6 +109,35 @@ def result_row(
         # was measured; gdrq-board leaves such rows out
         "failed": "export" if run.failure is not None else "",
     }
+
+
+def spec_columns(spec: QuantSpec) -> dict[str, Any]:
+    """Each QuantSpec knob's column: its value where the run's method reads it (method_knobs),
+    empty where it changes nothing; `groups` is 1 for a method that quantizes weights per
+    tensor (the groups it has)."""
+    knobs = method_knobs(spec.method)
+    columns = {
+        KNOB_COLUMNS.get(name, name): _cell(getattr(spec, name)) if name in knobs else ""
+        for name in SPEC_KEYS
+    }
+    if "groups" not in knobs:
+        columns["groups"] = 1
+    return columns
+
+
+def _score(run: Run, name: str) -> float | None:
+    """The primary metric of model `name`, rounded as the row shows it; None if not scored
+    (an empty cell)."""
+    return round(run.metrics[name][run.task.metric], 4) if name in run.metrics else None
+
+
+def _or_empty(value: float | None) -> float | str:
+    return "" if value is None else value
+
+
+def _cell(value: Any) -> Any:
+    """A knob's value as a table cell: a list (skip patterns) joined by ';'."""
+    return ";".join(value) if isinstance(value, list) else value
 
 
 def row_table(cfg: DictConfig, task: str) -> Path:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from gdrq_bench.config import DatasetConfig, ModelConfig, TaskConfig, TrainerConfig
 from gdrq_bench.data.bad_samples import BadSamplePolicy
+from gdrq_bench.errors import ConfigError
 from gdrq_bench.quant import QuantScope
 from gdrq_bench.tasks.common import make_loader
 
@@ -32,6 +33,8 @@ class Task(ABC):
     pretrained_complete: bool = False
     train_set: Dataset
     eval_set: Dataset
+    # dataset.holdout's images, left out of train_set and seen as evaluation images (None: none)
+    holdout_set: Dataset | None = None
 
     def __init__(
         self,
@@ -47,6 +50,11 @@ class Task(ABC):
         self.bad_samples = bad_samples  # what an unreadable image does; counts the skipped ones
         self.weights_dir = Path(cache_dir).expanduser() / "torchvision"  # pretrained weights
         self.setup(cache_dir)
+        if dataset.holdout and self.holdout_set is None:
+            raise ConfigError(
+                f"dataset.holdout={dataset.holdout}: task={self.name} holds out no images yet "
+                "(only classification does); use dataset.holdout=0"
+            )
 
     @abstractmethod
     def setup(self, cache_dir: str) -> None:
@@ -78,6 +86,19 @@ class Task(ABC):
         trainer = self.trainer_config
         return self._loader(
             self.eval_set, trainer.eval_batch_size, shuffle=False, subset=trainer.max_eval_batches
+        )
+
+    def holdout_loader(self) -> DataLoader | None:
+        """The held-out validation images (dataset.holdout), as eval_loader gives its own;
+        None without them."""
+        if self.holdout_set is None:
+            return None
+        trainer = self.trainer_config
+        return self._loader(
+            self.holdout_set,
+            trainer.eval_batch_size,
+            shuffle=False,
+            subset=trainer.max_eval_batches,
         )
 
     def model_inputs(self, batch: Any) -> Any:

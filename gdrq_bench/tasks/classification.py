@@ -14,6 +14,7 @@ from torchvision import transforms as T
 from gdrq_bench.config import ClassificationDatasetConfig
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.fashion_mnist import load_fashion_mnist
+from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
 from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
@@ -63,16 +64,27 @@ class ClassificationTask(Task):
         train_transform, eval_transform = build_transforms(dataset)
         root = Path(dataset.root).expanduser()
         if dataset.name == "fashion_mnist":  # the standard 60k/10k split of the IDX files
-            self.train_set = load_fashion_mnist(root, cache_dir, True, train_transform)
-            self.eval_set = load_fashion_mnist(root, cache_dir, False, eval_transform)
+
+            def load(train: bool, transform: T.Compose) -> Any:
+                return load_fashion_mnist(root, cache_dir, train, transform)
+
         else:
             if dataset.name == "digits":
                 root = prepare_digits(root, dataset.image_size)
-            self.train_set = load_imagefolder(root, dataset.train_split, train_transform)
-            self.eval_set = load_imagefolder(root, dataset.val_split, eval_transform)
-            check_same_classes(self.train_set, self.eval_set)
-        self.num_classes = len(self.train_set.classes)
+
+            def load(train: bool, transform: T.Compose) -> Any:
+                split = dataset.train_split if train else dataset.val_split
+                return load_imagefolder(root, split, transform)
+
+        train_set, self.eval_set = load(True, train_transform), load(False, eval_transform)
+        check_same_classes(train_set, self.eval_set)
+        self.num_classes = len(train_set.classes)
         self.pretrained_complete = model.pretrained and self.num_classes == IMAGENET_CLASSES
+        self.train_set = train_set
+        if dataset.holdout:  # the same training images, seen through the evaluation transforms
+            self.train_set, self.holdout_set = split_holdout(
+                train_set, load(True, eval_transform), train_set.targets, dataset.holdout
+            )
 
     def build_model(self) -> nn.Module:
         return build_classifier(

@@ -1,0 +1,70 @@
+"""The equal-budget float control (`trainer.float_control`, default on): the float model
+fine-tuned exactly as the run's quantized model is (the same stages, epochs, batches, learning
+rates and seed) with no quantizer, and scored as `fp_ft`. The row's `drop_ft = fp_ft - folded`
+is then the quantization's loss alone, and `fp_ft - fp` what the fine-tuning itself does (on
+a float model that is not converged, fine-tuning alone raises the score).
+
+Its score is cached per float model, recipe, seed and evaluation set (run/keys.py:
+float_control_key), so the runs of a grid that share them compute it once. It draws from the
+random-number generators between the float and the quantized stages, so their states are put
+back afterwards: the quantized stages see what they would without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from filelock import FileLock
+from torch import nn
+
+from gdrq_bench import distributed
+from gdrq_bench.checkpoint import capture_rng, restore_rng
+from gdrq_bench.quant import get_method
+from gdrq_bench.run.context import VALIDATION, Run
+from gdrq_bench.run.keys import float_control_key
+
+log = logging.getLogger(__name__)
+
+CONTROL = "fp_ft"  # its name in metrics.json, the row and the checkpoints
+
+
+def stage_float_control(run: Run, model: nn.Module) -> None:
+    """Score the equal-budget float control of `model` into run.metrics["fp_ft"] (from the
+    cache when it is there), unless trainer.float_control is off."""
+    if not run.cfg.trainer.float_control:
+        return
+    stages = [*(["reshape"] if get_method(run.spec.method).scale_clip else []), "qat"]
+    key = float_control_key(run.cfg, run.spec, run.fp_hash)
+    cache = Path(run.cfg.cache_dir).expanduser() / CONTROL / f"{key}.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{cache}.lock") if distributed.world_size() == 1 else nullcontext():
+        if cache.is_file():
+            run.metrics.update(json.loads(cache.read_text()))
+            log.info("float control reused from %s", cache)
+            return
+        with _random_state_kept():
+            control = copy.deepcopy(model)
+            for stage in stages:
+                run.train(control, stage, name=f"{CONTROL}_{stage}")
+            run.evaluate(control, CONTROL)
+        if distributed.is_main():  # its scores, on the held-out images too (dataset.holdout)
+            keys = [key for key in (CONTROL, f"{VALIDATION}{CONTROL}") if key in run.metrics]
+            partial = cache.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps({key: run.metrics[key] for key in keys}))
+            os.replace(partial, cache)
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Every global random-number state as it was before the block."""
+    state = capture_rng(None)
+    try:
+        yield
+    finally:
+        restore_rng(state, None)

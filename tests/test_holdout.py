@@ -1,0 +1,92 @@
+"""The validation split held out of the training set (dataset.holdout, data/holdout.py)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import gdrq_run, read_rows
+from hydra import compose, initialize_config_dir
+from test_data_classification import make_task
+
+from gdrq_bench.cli import CONFIG_DIR
+from gdrq_bench.data.digits import prepare_digits
+from gdrq_bench.data.holdout import holdout_indices
+from gdrq_bench.errors import ConfigError
+from gdrq_bench.run import prepare_run
+
+
+def test_holdout_is_stratified_disjoint_and_fixed() -> None:
+    labels = [0] * 500 + [1] * 300 + [2] * 200  # shares 50%, 30%, 20%
+    kept, held = holdout_indices(labels, 101)
+    assert len(held) == 101 and len(kept) == 899
+    assert sorted(kept + held) == list(range(1000))  # disjoint, and every image in one
+    counts = Counter(labels[i] for i in held)
+    assert counts == {0: 51, 1: 30, 2: 20}  # 50.5 -> 51 by the largest remainder
+    assert holdout_indices(labels, 101) == (kept, held)  # the same images every time
+    assert held[:5] != [0, 1, 2, 3, 4]  # drawn, not the first images of a class
+
+
+@pytest.mark.parametrize("count", [-1, 1000, 5000])
+def test_a_holdout_outside_the_training_set_is_named(count: int) -> None:
+    with pytest.raises(ConfigError, match=rf"^dataset\.holdout={count}: must be between 1"):
+        holdout_indices([0, 1] * 500, count)
+
+
+def test_held_out_images_leave_training_and_are_seen_as_evaluation_images(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "digits"
+    prepare_digits(root, 16)
+    full, task = make_task(root), make_task(root, holdout=100)
+    assert len(task.train_set) + len(task.holdout_set) == len(full.train_set)
+    held = set(task.holdout_set.indices)
+    assert held.isdisjoint(task.train_set.indices)
+    assert len(task.eval_set) == len(full.eval_set)  # the reported split is untouched
+    labels = Counter(full.train_set.targets[i] for i in held)
+    assert sorted(labels) == list(range(10)) and max(labels.values()) - min(labels.values()) <= 3
+    # evaluation transforms: no random crop, the same tensor every time it is read
+    image, label = task.holdout_set[0]
+    again, _ = task.holdout_set[0]
+    assert torch.equal(image, again)
+    assert label == full.train_set.targets[task.holdout_set.indices[0]]
+    assert len(task.holdout_loader().dataset) == 100
+    assert full.holdout_loader() is None
+
+
+def test_a_task_that_holds_out_nothing_refuses_the_key(tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "config", overrides=[f"cache_dir={tmp_path}", "task=detection", "dataset.holdout=20"]
+        )
+    with pytest.raises(ConfigError, match=r"^dataset\.holdout=20: task=detection holds out"):
+        prepare_run(cfg, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_run_scores_both_splits_without_training_twice(tmp_path: Path) -> None:
+    overrides = [
+        "logger=none",
+        "dataset.holdout=300",
+        "trainer.max_eval_batches=null",
+        "trainer.eval_batch_size=360",
+    ]
+    result = gdrq_run(tmp_path, tmp_path / "cache", *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # a method of the same stage split takes the float control's two scores from the cache
+    shared = gdrq_run(tmp_path, tmp_path / "cache", *overrides, "method=scale_clip_only")
+    assert shared.returncode == 0, shared.stderr[-2000:]
+    row, other = read_rows(tmp_path)
+    assert (other["fp_ft"], other["val_fp_ft"]) == (row["fp_ft"], row["val_fp_ft"])
+    assert (row["eval_samples"], row["val_samples"]) == ("360", "300")
+    metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+    for name in ("fp", "fp_ft", "folded"):  # each model scored on both splits
+        assert float(row[f"val_{name}"]) == round(metrics[f"val_{name}"]["top1"], 4)
+        assert float(row[name]) == round(metrics[name]["top1"], 4)
+    # whole images right out of 300: multiples of 1/3 point
+    assert round(float(row["val_folded"]) * 3) == pytest.approx(
+        float(row["val_folded"]) * 3, abs=1e-3
+    )
