@@ -11,16 +11,25 @@ that lists its most telling grids first (one seed at every width) has a complete
 --jobs processes of one thread each, as the sweep runs its jobs; a free slot takes the first
 waiting run whose float model is built, so no run waits behind another model's float. Each
 finished run's per-image right/wrong is kept in bench/results/correct/<run_id>.json (run
-directories are not committed; the bootstrap needs these). A run whose data set, model,
+directories are not committed; the intervals need these). A run whose data set, model,
 method, bit-width and seed already have a row and a kept vector is skipped (`--redo` runs it
 again): a stopped bench resumes where it stopped.
 
 `table` reads bench/results/classification.csv, keeps the latest row of each data set, model,
 method, bit-width and seed (a rerun replaces earlier numbers), and prints per model: the float
 model, then per bit-width and method the deployed top1 (folded; quantized for Brevitas) as mean
-± sample std (n seeds), the validation NLL, and the difference to GDRQ with its 95% interval
-from a paired bootstrap (`paired_bootstrap`). A difference "exceeds the noise" when its interval
-excludes 0.
+± sample std (n seeds), the validation NLL, and the difference to GDRQ (of the seed means) with
+its 95% interval from bench/intervals.py, which holds both the test images' noise and the
+seeds': the per-seed differences (seed s of the method minus seed s of GDRQ, on the same test
+images; where the two have different seeds, their seed means taken as independent) give the
+seeds' term s_d^2 / n, the per-image differences of the seed means the test images' term (net
+of the per-image flips the seeds' term already holds), and the interval is a t interval on the
+sum with Welch-Satterthwaite degrees of freedom: with 3 seeds its quantile approaches
+t(0.975, 2) = 4.30 where the seeds' noise dominates. A difference "exceeds the noise" (bold)
+when its interval excludes 0. A cell with one seed cannot measure its seeds' noise: it borrows
+the seed spread of the per-seed differences to GDRQ pooled over the network's cells with >= 2
+seeds, cells where a method collapsed left out (`pooled_spread`; marked †, a footnote names
+the cells), or, where there is none, holds the test images' noise only (marked ‡).
 """
 
 from __future__ import annotations
@@ -43,12 +52,16 @@ from omegaconf import DictConfig, OmegaConf
 from gdrq_bench.quant import METHODS
 from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
+from intervals import Interval, PooledSpread, compare, pool_spreads
+
 RESULTS = Path("bench/results/classification.csv")
 BITS_DIR = Path(__file__).resolve().parent.parent / "conf" / "bits"
 BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
 METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
 REFERENCE = "gdrq"
-BOOTSTRAP_DRAWS = 2000
+BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
+COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
 POLL_S = 1.0  # how often run_jobs looks for finished runs
 
 
@@ -201,7 +214,7 @@ def bits_order(bits: pd.Series) -> list[str]:
 
 def kept_path(results: Path, run_id: str) -> Path:
     """Where a run's per-image right/wrong is kept, beside the results table: run directories
-    are not committed, and the bootstrap needs these vectors on any machine that makes the
+    are not committed, and the intervals need these vectors on any machine that makes the
     table."""
     return results.parent / "correct" / f"{run_id}.json"
 
@@ -242,28 +255,6 @@ def correctness(results: Path, rows: pd.DataFrame) -> np.ndarray | None:
     return np.stack(vectors)
 
 
-def paired_bootstrap(
-    reference: np.ndarray, other: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
-) -> tuple[float, float, float]:
-    """(difference, low, high): other's mean accuracy over its seeds minus the reference's, in
-    points, with a 95% percentile interval. Each draw resamples the test images (the same
-    images for both: the comparison is paired) and, within each method, its seeds, so the
-    interval holds the test set's sampling noise and, where there are several seeds, the
-    training noise between them."""
-    rng = np.random.default_rng(seed)
-    images = reference.shape[1]
-    differences = np.empty(draws)
-    for draw in range(draws):
-        sample = rng.integers(0, images, images)
-        means = []
-        for correct in (reference, other):
-            seeds = rng.integers(0, len(correct), len(correct))
-            means.append(correct[seeds][:, sample].mean())
-        differences[draw] = means[1] - means[0]
-    low, high = np.percentile(differences, [2.5, 97.5]) * 100
-    return float((other.mean() - reference.mean()) * 100), float(low), float(high)
-
-
 def _spread(values: pd.Series, digits: int = 2) -> str:
     """'mean' for one value, 'mean ± sample std (n)' for several; '—' where not measured."""
     values = values.dropna()
@@ -274,41 +265,137 @@ def _spread(values: pd.Series, digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f} ({len(values)})"
 
 
-def _versus(reference: np.ndarray | None, group: pd.DataFrame, method: str, results: Path) -> str:
-    if method == REFERENCE:
-        return "—"
-    other = correctness(results, group)
-    if reference is None or other is None:
+Seeded = tuple[list[int], np.ndarray | None]  # a cell's seeds in order, their right/wrong
+
+
+def _by_seed(rows: pd.DataFrame, results: Path) -> Seeded:
+    """A cell's seeds in order and their (seeds x images) right/wrong in that order."""
+    if rows.empty:
+        return [], None
+    rows = rows.sort_values("seed")
+    return rows.seed.astype(int).tolist(), correctness(results, rows)
+
+
+def _shared_seeds(reference: Seeded, other: Seeded) -> tuple[np.ndarray, np.ndarray]:
+    """Both cells' rows of the seeds they share, paired by seed."""
+    shared = sorted(set(reference[0]) & set(other[0]))
+    pick = [[seeds.index(seed) for seed in shared] for seeds in (reference[0], other[0])]
+    return reference[1][pick[0]], other[1][pick[1]]
+
+
+def _collapsed(group: pd.DataFrame) -> bool:
+    return group.deployed.mean() < COLLAPSED * group.fp.mean()
+
+
+def pooled_spread(quantized: pd.DataFrame, results: Path) -> tuple[PooledSpread | None, list[str]]:
+    """The seed spread of the per-seed difference to GDRQ pooled over one network's cells
+    (bit-width, method) where the two share >= 2 seeds (paired by seed), and the cells left
+    out as collapsed: where either method's mean top1 is below half the float model's. A
+    collapsed method's seeds differ by which classes survive, tens of points (ResNet-20
+    min-max at W2A4: 44 to 78 points below GDRQ), against tenths for working ones, and one
+    such cell would set every one-seed interval of the network."""
+    cells, collapsed = {}, []
+    for bits in bits_order(quantized.bits):
+        at_bits = quantized[quantized.bits == bits]
+        reference_rows = at_bits[at_bits.method == REFERENCE]
+        reference = _by_seed(reference_rows, results)
+        for method in METHOD_ORDER:
+            group = at_bits[at_bits.method == method]
+            if method == REFERENCE or group.empty:
+                continue
+            other = _by_seed(group, results)
+            if reference[1] is None or other[1] is None:
+                continue
+            pair = _shared_seeds(reference, other)
+            if len(pair[0]) < 2:
+                continue
+            if _collapsed(group) or _collapsed(reference_rows):
+                collapsed.append(f"{bits} {method}")
+            else:
+                cells[f"{bits} {method}"] = pair
+    return pool_spreads(cells), collapsed
+
+
+def _versus(reference: Seeded, other: Seeded, pooled: PooledSpread | None) -> Interval | None:
+    if reference[1] is None or other[1] is None:
+        return None
+    return compare(reference[1], other[1], paired=reference[0] == other[0], pooled=pooled)
+
+
+def _cell(interval: Interval | None) -> str:
+    """The 'vs GDRQ' cell: bold where the interval excludes 0, then the one-seed marker."""
+    if interval is None:
         return "n/a (per-image results not kept)"
-    difference, low, high = paired_bootstrap(reference, other)
-    beyond = "**" if low > 0 or high < 0 else ""
-    return f"{beyond}{difference:+.2f} [{low:+.2f}, {high:+.2f}]{beyond}"
+    bold = "**" if interval.excludes_zero else ""
+    marker = {"seeds": "", "pooled": BORROWED, "images": IMAGES_ONLY}[interval.seed_noise]
+    text = f"{interval.difference:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
+    return f"{bold}{text}{bold}{marker}"
 
 
 def model_table(rows: pd.DataFrame, results: Path) -> str:
     """Per bit-width and method: seeds, deployed top1, NLL, drop, and the difference to GDRQ
-    at that bit-width (bold where its interval excludes 0)."""
+    at that bit-width (bold where its interval excludes 0; † where a one-seed cell borrows
+    its seed spread, ‡ where it holds the test images' noise only), then the markers'
+    footnotes."""
     lines = [
         "| bits | method | top1 (n) | NLL | drop | vs GDRQ [95% CI] |",
         "|---|---|---:|---:|---:|---:|",
     ]
     quantized = rows[rows.bits != "W32A32"]
+    pooled, collapsed = pooled_spread(quantized, results)
+    markers = set()
     for bits in bits_order(quantized.bits):
         at_bits = quantized[quantized.bits == bits]
-        reference_rows = at_bits[at_bits.method == REFERENCE]
-        reference = correctness(results, reference_rows) if not reference_rows.empty else None
+        reference = _by_seed(at_bits[at_bits.method == REFERENCE], results)
         for method in METHOD_ORDER:
             group = at_bits[at_bits.method == method]
             if group.empty:
                 continue
+            versus = "—"
+            if method != REFERENCE:
+                interval = _versus(reference, _by_seed(group, results), pooled)
+                versus = _cell(interval)
+                markers.add(interval.seed_noise if interval is not None else None)
             cells = [
                 _spread(group.deployed),
                 _spread(group.nll, 4) if "nll" in group else "—",
                 _spread(group.fp - group.deployed),
-                _versus(reference, group, method, results),
+                versus,
             ]
             lines.append(f"| {bits} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = []
+    if "pooled" in markers:
+        notes.append(_borrowed_note(pooled, collapsed))
+    if "images" in markers:
+        notes.append(
+            f"{IMAGES_ONLY} One seed, and no comparison with GDRQ on this network with >= 2 "
+            "seeds (collapsed methods aside) to borrow a seed spread from: the interval holds "
+            "the test images' noise only."
+        )
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
+    """The † footnote: the cells the borrowed seed spread is pooled from, by bit-width."""
+
+    def by_bits(cells: list[str]) -> str:
+        methods: dict[str, list[str]] = {}
+        for cell in cells:
+            bits, method = cell.split(" ", 1)
+            methods.setdefault(bits, []).append(method)
+        return "; ".join(f"{bits} {', '.join(names)}" for bits, names in methods.items())
+
+    left_out = (
+        f"; left out as collapsed (a mean top1 below half the float model's): {by_bits(collapsed)}"
+        if collapsed
+        else ""
+    )
+    return (
+        f"{BORROWED} One seed: its seeds' noise is borrowed, the seed spread of the per-seed "
+        "differences to GDRQ (seeds paired by index, net of the per-image flips) pooled over "
+        f"this network's cells with >= 2 seeds ({pooled.df:.0f} df): "
+        f"{by_bits(list(pooled.cells))}{left_out}."
+    )
 
 
 def table(results: Path, dataset: str) -> None:

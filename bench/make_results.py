@@ -58,10 +58,18 @@ def steps(jobs: int) -> list[Step]:
             "without; Brevitas likewise), first and last layer at 8 bits, seeds 0, 1, 2 at "
             "W4A4 and W2A4 and seed 0 at W8A8 and W3A3. top1 and NLL are of the deployed model "
             "(folded; Brevitas: its quantized model) on the 10,000 test images; mean ± sample "
-            "std (n). The last column is each method's top1 minus GDRQ's at that width, with a "
-            "95% interval from a paired bootstrap (2000 draws; each resamples the test images, "
-            "the same for both methods, and each method's seeds): **bold** where the interval "
-            "excludes 0, i.e. the difference exceeds the test set's and the seeds' noise.",
+            "std (n). The last column is each method's top1 minus GDRQ's at that width (seed "
+            "means), with a 95% t interval (bench/intervals.py) that holds both the test "
+            "images' noise and the seeds': a seeds' term from the per-seed differences (seed s "
+            "of the method minus seed s of GDRQ), a test images' term from the per-image "
+            "differences net of the per-image flips the seeds' term already holds, and "
+            "Welch-Satterthwaite degrees of freedom (with 3 seeds the quantile nears "
+            "t(0.975, 2) = 4.30 where the seeds' noise dominates): **bold** where the interval "
+            "excludes 0, i.e. the difference exceeds the test set's and the seeds' noise. A "
+            "width with one seed (W8A8, W3A3) cannot measure its seeds' noise: its interval "
+            "borrows the seed spread pooled over the network's comparisons with >= 2 seeds, "
+            "collapsed methods left out (†; the footnote under each table names the cells), "
+            "or holds the test images' noise only (‡).",
             (
                 (PY, "bench/accuracy.py", "run", "--preset", "bench_fashion", "--jobs", str(jobs)),
                 (PY, "bench/accuracy.py", "table", "--dataset", "fashion_mnist"),

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import accuracy
 import export_cost
+import intervals
 import step_cost
 
 
@@ -64,15 +65,15 @@ def _predictions(run_dir: Path, correct: np.ndarray) -> str:
     return str(run_dir)
 
 
-def _rows(tmp_path: Path) -> Path:
-    """A results table of 200 test images: gdrq at W4A4 with three seeds (and a stale repeat of
-    seed 0), minmax at W4A4 (one seed, 20 images worse), Brevitas at W4A4 (no folded model),
-    and the float model."""
+def _rows(tmp_path: Path, runs: list[tuple] | None = None) -> Path:
+    """A results table of 200 test images, by default: gdrq at W4A4 with three seeds (and a
+    stale repeat of seed 0), minmax at W4A4 (one seed, 20 images worse), Brevitas at W4A4 (no
+    folded model), and the float model. `runs`: (method, bits, seed, quant, folded, correct)."""
     rng = np.random.default_rng(0)
     base = rng.random(200) < 0.9
     worse = base.copy()
     worse[np.flatnonzero(base)[:20]] = False
-    runs = [
+    runs = runs or [
         ("gdrq", 4, 0, 50.0, 50.0, base),  # stale: replaced by the next seed-0 row
         ("gdrq", 4, 0, 98.0, 97.5, base),
         ("gdrq", 4, 1, 97.0, 96.5, base),
@@ -112,7 +113,7 @@ def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path)
     accuracy.keep_correctness(results, "fashion_mnist")
     rows = accuracy.latest_rows(results, "fashion_mnist")
     table = accuracy.model_table(rows, results).splitlines()
-    cells = [line.split(" | ") for line in table[2:]]
+    cells = [line.split(" | ") for line in table[2:] if line.startswith("|")]
     assert [row[:2] for row in cells] == [
         ["| W4A4", "gdrq"],
         ["| W4A4", "minmax"],
@@ -121,13 +122,58 @@ def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path)
     folded = [97.5, 96.5, 95.0]
     assert cells[0][2] == f"{statistics.mean(folded):.2f} ± {statistics.stdev(folded):.2f} (3)"
     assert cells[2][2] == "98.50 (1)"  # Brevitas: its quantized model is the deployed one
-    # minmax is right on 20 fewer of the 200 images: -10 points, beyond the noise (bold)
-    assert cells[1][5].startswith("**-10.00 [")
-    assert cells[2][5].startswith("+0.00 [+0.00, +0.00]")
+    # minmax is right on 20 fewer of the 200 images: -10 points, beyond the noise (bold);
+    # one seed and no other cell with several: the test images' noise only (‡)
+    assert cells[1][5].startswith("**-10.00 [") and cells[1][5].endswith("**‡ |")
+    assert cells[2][5] == "+0.00 [+0.00, +0.00]‡ |"
+    assert table[-1].startswith("‡ One seed") and "test images' noise only" in table[-1]
+    assert "†" not in "\n".join(table)
+
+
+def test_one_seed_cells_borrow_the_networks_pooled_seed_spread(tmp_path: Path) -> None:
+    """lsq at W8A8 has one seed: it borrows the seed spread of the per-seed differences to GDRQ
+    pooled over the network's cells with several seeds (lsq and pact at W4A4), marked † with
+    a footnote naming them; minmax at W4A4 collapsed (below half the float's top1) and is left
+    out of the pool, and said to be."""
+    rng = np.random.default_rng(1)
+    good = [rng.random(200) < p for p in (0.9, 0.88, 0.92)]
+    shifted = [rng.random(200) < p for p in (0.95, 0.8, 0.9)]  # seeds apart by points
+    chance = [rng.random(200) < 0.1 for _ in range(3)]
+    runs = [("gdrq", 32, 0, 99.0, 99.0, good[0])]
+    for seed in range(3):
+        runs += [
+            ("gdrq", 4, seed, 90.0, 90.0, good[seed]),
+            ("lsq", 4, seed, 90.0, 90.0, shifted[seed]),
+            ("pact", 4, seed, 90.0, 90.0, good[(seed + 1) % 3]),
+            ("minmax", 4, seed, 10.0, 10.0, chance[seed]),
+        ]
+    runs += [("gdrq", 8, 0, 90.0, 90.0, good[0]), ("lsq", 8, 0, 90.0, 90.0, shifted[0])]
+    results = _rows(tmp_path, runs)
+    accuracy.keep_correctness(results, "fashion_mnist")
+    rows = accuracy.latest_rows(results, "fashion_mnist")
+    table = accuracy.model_table(rows, results).splitlines()
+    cells = [line.split(" | ") for line in table if line.startswith("| W")]
+    versus = {(cell[0], cell[1]): cell[5] for cell in cells}
+    assert versus[("| W8A8", "lsq")].endswith("† |")
+    assert not versus[("| W4A4", "lsq")].endswith(("† |", "‡ |"))  # its own seeds
+    note = table[-1]
+    assert note.startswith("† One seed") and "(4 df): W4A4 lsq, pact;" in note
+    assert note.endswith(
+        "left out as collapsed (a mean top1 below half the float model's): W4A4 minmax."
+    )
+    # the borrowed spread widens the W8A8 interval over the test images' noise alone
+    pooled, collapsed = accuracy.pooled_spread(rows[rows.bits != "W32A32"], results)
+    assert pooled.cells == ("W4A4 lsq", "W4A4 pact") and collapsed == ["W4A4 minmax"]
+    at_w8 = rows[rows.bits == "W8A8"]
+    pair = [accuracy.correctness(results, at_w8[at_w8.method == m]) for m in ("gdrq", "lsq")]
+    alone = intervals.compare(*pair, paired=True)
+    borrowed = intervals.compare(*pair, paired=True, pooled=pooled)
+    assert borrowed.high - borrowed.low > alone.high - alone.low
+    assert f"[{borrowed.low:+.2f}, {borrowed.high:+.2f}]" in versus[("| W8A8", "lsq")]
 
 
 def test_per_image_results_are_kept_beside_the_rows(tmp_path: Path) -> None:
-    """The table's bootstrap reads vectors kept under results/correct/, so it survives the run
+    """The table's intervals read vectors kept under results/correct/, so they survive the run
     directories (not committed); a row whose vector was never kept reads as unknown."""
     results = _rows(tmp_path)
     accuracy.keep_correctness(results, "fashion_mnist")
@@ -189,21 +235,6 @@ def test_each_run_starts_once_its_float_model_is_built(tmp_path: Path, monkeypat
     failed = accuracy.run_jobs(jobs, slots=2)
     assert log.read_text().splitlines() == ["float B", "float C", "run B", "float A", "run A"]
     assert failed == [" ".join(jobs[i].command[1:]) for i in (2, 4)]
-
-
-def test_paired_bootstrap_interval_matches_the_normal_approximation() -> None:
-    """One seed each: the interval is the paired difference's, +-1.96 sd(d) / sqrt(n)."""
-    rng = np.random.default_rng(1)
-    reference = rng.random((1, 4000)) < 0.8
-    other = reference.copy()
-    flip = rng.random(4000) < 0.1
-    other[0, flip] = ~other[0, flip]
-    difference, low, high = accuracy.paired_bootstrap(reference, other, draws=4000)
-    d = other[0].astype(float) - reference[0].astype(float)
-    assert difference == pytest.approx(d.mean() * 100, abs=1e-9)
-    half_width = 1.96 * d.std() / np.sqrt(d.size) * 100
-    assert (high - low) / 2 == pytest.approx(half_width, rel=0.1)
-    assert low < difference < high
 
 
 def test_brevitas_copy_quantizes_every_layer_input_as_gdrq_run_does() -> None:
