@@ -50,6 +50,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from gdrq_bench.quant import METHODS
+from gdrq_bench.results import COLUMNS
 from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
@@ -200,8 +201,10 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
 
 
 def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
-    rows = pd.read_csv(results)
-    rows = rows[rows.dataset == dataset].copy()
+    """The latest row of each model, method, bit-width and seed of `dataset` (a table of an
+    earlier version reads with the newer columns empty; rows marked failed are left out)."""
+    rows = pd.read_csv(results).reindex(columns=COLUMNS)
+    rows = rows[(rows.dataset == dataset) & rows.failed.isna()].copy()
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
     rows["deployed"] = rows.folded.fillna(rows.quant)  # Brevitas has no folded model
     return rows.drop_duplicates(["model", "method", "bits", "seed"], keep="last")
@@ -333,13 +336,14 @@ def _cell(interval: Interval | None) -> str:
 
 
 def model_table(rows: pd.DataFrame, results: Path) -> str:
-    """Per bit-width and method: seeds, deployed top1, NLL, drop, and the difference to GDRQ
-    at that bit-width (bold where its interval excludes 0; † where a one-seed cell borrows
-    its seed spread, ‡ where it holds the test images' noise only), then the markers'
-    footnotes."""
+    """Per bit-width and method: seeds, deployed top1, NLL, drop (from the float model), drop_ft
+    (from the float model fine-tuned for the same budget: the quantization's loss alone; — in
+    rows without the control), and the difference to GDRQ at that bit-width (bold where its
+    interval excludes 0; † where a one-seed cell borrows its seed spread, ‡ where it holds the
+    test images' noise only), then the markers' footnotes."""
     lines = [
-        "| bits | method | top1 (n) | NLL | drop | vs GDRQ [95% CI] |",
-        "|---|---|---:|---:|---:|---:|",
+        "| bits | method | top1 (n) | NLL | drop | drop_ft | vs GDRQ [95% CI] |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     quantized = rows[rows.bits != "W32A32"]
     pooled, collapsed = pooled_spread(quantized, results)
@@ -360,6 +364,7 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
                 _spread(group.deployed),
                 _spread(group.nll, 4) if "nll" in group else "—",
                 _spread(group.fp - group.deployed),
+                _spread(group.fp_ft - group.deployed),  # against the equal-budget float control
                 versus,
             ]
             lines.append(f"| {bits} | {method} | " + " | ".join(cells) + " |")
@@ -412,6 +417,30 @@ def table(results: Path, dataset: str) -> None:
         shas = ", ".join(sorted(model_rows.git_sha.astype(str).unique()))
         print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows, code {shas}.\n")
         print(model_table(model_rows, results) + "\n")
+        held_out = model_rows[model_rows.val_samples.notna() & (model_rows.bits != "W32A32")]
+        if not held_out.empty:
+            print(validation_table(held_out) + "\n")
+
+
+def validation_table(rows: pd.DataFrame) -> str:
+    """Per bit-width and method, the deployed model's top1 and drop_ft on the held-out
+    validation images (dataset.holdout): the figures recipes and knobs are chosen on."""
+    images = ", ".join(str(int(n)) for n in sorted(rows.val_samples.unique()))
+    rows = rows.assign(val_deployed=rows.val_folded)  # Brevitas: its quantized model's
+    lines = [
+        f"Validation split ({images} training images held out, `dataset.holdout`):",
+        "",
+        "| bits | method | val top1 (n) | val drop_ft |",
+        "|---|---|---:|---:|",
+    ]
+    for bits in bits_order(rows.bits):
+        at_bits = rows[rows.bits == bits]
+        for method in METHOD_ORDER:
+            group = at_bits[at_bits.method == method]
+            if not group.empty:
+                cells = [_spread(group.val_deployed), _spread(group.val_fp_ft - group.val_deployed)]
+                lines.append(f"| {bits} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

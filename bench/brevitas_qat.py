@@ -43,6 +43,7 @@ from gdrq_bench.run import (
     seed_stage,
     stage_fp,
 )
+from gdrq_bench.run.context import VALIDATION
 from gdrq_bench.run_logger import RunLogger
 
 CALIBRATION_BATCHES = 8
@@ -76,7 +77,9 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     calibrate(qmodel, batches)
     run.train(qmodel, "qat")
     run.evaluate(qmodel, "quant", final=True)  # its predictions.json, for the bench's tests
-    run.metrics["folded"] = run.metrics["quant"]  # drop = fp - quant; folded shown empty below
+    for prefix in ("", VALIDATION):  # drop = fp - quant; folded shown empty below, val_ not
+        if f"{prefix}quant" in run.metrics:
+            run.metrics[f"{prefix}folded"] = run.metrics[f"{prefix}quant"]
     row = result_row(run, fp_source, {}, None, command)
     # of the spec only the bits (and the edge layers' bits) act on Brevitas' quantizers
     row.update({column: "" for column in SPEC_COLUMNS if column not in BREVITAS_KNOBS})

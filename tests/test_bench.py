@@ -124,10 +124,37 @@ def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path)
     assert cells[2][2] == "98.50 (1)"  # Brevitas: its quantized model is the deployed one
     # minmax is right on 20 fewer of the 200 images: -10 points, beyond the noise (bold);
     # one seed and no other cell with several: the test images' noise only (‡)
-    assert cells[1][5].startswith("**-10.00 [") and cells[1][5].endswith("**‡ |")
-    assert cells[2][5] == "+0.00 [+0.00, +0.00]‡ |"
+    assert cells[1][6].startswith("**-10.00 [") and cells[1][6].endswith("**‡ |")
+    assert cells[2][6] == "+0.00 [+0.00, +0.00]‡ |"
+    assert cells[0][5] == "—"  # rows without the equal-budget float control: no drop_ft
     assert table[-1].startswith("‡ One seed") and "test images' noise only" in table[-1]
     assert "†" not in "\n".join(table)
+
+
+def test_drop_ft_and_the_validation_table_come_from_their_columns(tmp_path: Path) -> None:
+    """Rows with the float control and a held-out split: drop_ft = fp_ft - deployed in the
+    test-split table, and a validation table of the held-out figures (Brevitas' from its
+    quantized model)."""
+    results = _rows(tmp_path)
+    frame = pd.read_csv(results).assign(
+        fp_ft=99.5, val_samples=5000, val_fp_ft=98.0, val_folded=[90, 96, 95, 94, 91, 97, 99]
+    )
+    frame.to_csv(results, index=False)
+    rows = accuracy.latest_rows(results, "fashion_mnist")
+    table = accuracy.model_table(rows, results).splitlines()
+    gdrq = next(line for line in table if line.startswith("| W4A4 | gdrq"))
+    folded = [97.5, 96.5, 95.0]
+    assert (
+        gdrq.split(" | ")[5]
+        == f"{99.5 - statistics.mean(folded):.2f} ± {statistics.stdev(folded):.2f} (3)"
+    )
+    validation = accuracy.validation_table(rows[rows.bits != "W32A32"]).splitlines()
+    assert validation[0].startswith("Validation split (5000 training images held out")
+    assert validation[4:] == [
+        "| W4A4 | gdrq | 95.00 ± 1.00 (3) | 3.00 ± 1.00 (3) |",
+        "| W4A4 | minmax | 91.00 (1) | 7.00 (1) |",
+        "| W4A4 | brevitas | 97.00 (1) | 1.00 (1) |",
+    ]
 
 
 def test_one_seed_cells_borrow_the_networks_pooled_seed_spread(tmp_path: Path) -> None:
@@ -153,7 +180,7 @@ def test_one_seed_cells_borrow_the_networks_pooled_seed_spread(tmp_path: Path) -
     rows = accuracy.latest_rows(results, "fashion_mnist")
     table = accuracy.model_table(rows, results).splitlines()
     cells = [line.split(" | ") for line in table if line.startswith("| W")]
-    versus = {(cell[0], cell[1]): cell[5] for cell in cells}
+    versus = {(cell[0], cell[1]): cell[6] for cell in cells}
     assert versus[("| W8A8", "lsq")].endswith("† |")
     assert not versus[("| W4A4", "lsq")].endswith(("† |", "‡ |"))  # its own seeds
     note = table[-1]
