@@ -1,0 +1,311 @@
+"""The float recipe: how many epochs each float model of a preset needs, chosen on validation.
+
+    python bench/float_recipe.py run [--preset bench_fashion] [--holdout 5000]
+        [--epochs 8,12,18,27] [--jobs 2]
+    python bench/float_recipe.py table [--results bench/results/float_recipe/classification.csv]
+
+`run` trains each float model of a sweep preset (bench/accuracy.py's float_commands: the
+preset's overrides and the grid's float recipe) once per number of epochs E, with --holdout
+training images held out as a validation split (`dataset.holdout`, stratified) and its rows
+in bench/results/float_recipe/:
+
+    gdrq-run <preset overrides> dataset.holdout=N bits=32 <model's overrides>
+        trainer.fp.epochs=E results_dir=bench/results/float_recipe
+
+(the preset's trainer.fp.epochs and results_dir replaced). --jobs processes of
+cores / jobs threads each (the thread count is in the float cache key, so in the command),
+the longest runs first: two slots end sooner when the long runs do not start last. A
+command that already has a row (its `command` column, as gdrq-run records it) is skipped: a
+stopped run resumes.
+
+`table` prints per float model its curve (epochs, validation top1 on the held-out images,
+test top1, training minutes) and the recipe chosen on the validation top1 only (`plateau`):
+plateau at E, the smallest E whose next longer run E' (the shortest run with E' >= 1.5 E)
+gains less than 0.1 points. The test top1 is shown for information: a recipe chosen on it
+would be tuned to the images the accuracy tables report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, when imported
+from accuracy import Job, float_commands, run_jobs
+
+RESULTS_DIR = Path("bench/results/float_recipe")
+RESULTS = RESULTS_DIR / "classification.csv"
+FLOAT_BITS = "bits=32"
+EPOCHS = "trainer.fp.epochs="
+REPLACED = ("dataset.holdout=", EPOCHS, "results_dir=")  # set here, whatever the preset says
+MIN_STEP = 1.5  # E' >= 1.5 E: a longer run that is not much longer cannot show a plateau
+MIN_GAIN = 0.1  # points of validation top1
+BUDGET_S = 3 * 3600  # about 3 hours of one core
+
+
+def recipe_command(
+    float_command: list[str], holdout: int, epochs: int, results_dir: Path
+) -> list[str]:
+    """A float model's command with `holdout` images held out, trained `epochs` epochs, its
+    row in `results_dir`."""
+    kept = [arg for arg in float_command if not arg.startswith(REPLACED)]
+    at = kept.index(FLOAT_BITS)
+    return [
+        *kept[:at],
+        f"dataset.holdout={holdout}",
+        *kept[at:],
+        f"{EPOCHS}{epochs}",
+        f"results_dir={results_dir}",
+    ]
+
+
+def recipe_commands(
+    preset_name: str, holdout: int, epochs: Sequence[int], jobs: int, results_dir: Path
+) -> list[list[str]]:
+    """Every float model of the preset at every number of epochs, model by model."""
+    return [
+        recipe_command(command, holdout, count, results_dir)
+        for command in float_commands(preset_name, jobs)
+        for count in epochs
+    ]
+
+
+def recorded(command: list[str]) -> str:
+    """The command as its row records it (gdrq_bench/cli.py: shlex.join of gdrq-run and the
+    overrides; command[0] is gdrq-run's full path)."""
+    return shlex.join(["gdrq-run", *command[1:]])
+
+
+def recorded_commands(results: Path) -> set[str]:
+    """The `command` of every row of `results` (none if it does not exist yet)."""
+    if not results.is_file():
+        return set()
+    with results.open(newline="") as table:
+        return {row["command"] for row in csv.DictReader(table)}
+
+
+def epochs_of(command: Sequence[str]) -> int | None:
+    """The float stage's epochs a command sets (the last trainer.fp.epochs=), None if unset."""
+    values = [arg.removeprefix(EPOCHS) for arg in command if arg.startswith(EPOCHS)]
+    return int(values[-1]) if values else None
+
+
+def run(
+    preset_name: str,
+    holdout: int,
+    epochs: Sequence[int],
+    jobs: int,
+    results_dir: Path = RESULTS_DIR,
+) -> None:
+    """Run every float recipe without a row in results_dir/classification.csv, the longest
+    first."""
+    commands = recipe_commands(preset_name, holdout, epochs, jobs, results_dir)
+    results = results_dir / "classification.csv"
+    done = recorded_commands(results)
+    todo = [command for command in commands if recorded(command) not in done]
+    for command in commands:
+        state = "to go" if command in todo else "skipped, has a row"
+        print(f"bench/float_recipe.py: {state}: {recorded(command)}", file=sys.stderr)
+    print(
+        f"bench/float_recipe.py: {len(todo)} float runs to go ({len(commands) - len(todo)} "
+        f"already in {results})",
+        file=sys.stderr,
+        flush=True,
+    )
+    todo.sort(key=epochs_of, reverse=True)  # stable: model by model within each E
+    ended = itertools.count(1)
+
+    def progress() -> None:
+        print(f"bench/float_recipe.py: {next(ended)} of {len(todo)} runs ended", file=sys.stderr)
+
+    failed = run_jobs([Job(command) for command in todo], jobs, after_each=progress)
+    if failed:
+        sys.exit("bench/float_recipe.py: runs failed: " + "; ".join(failed))
+
+
+class Plateau(NamedTuple):
+    at: int  # E
+    longer: int  # E', the shortest run with E' >= MIN_STEP * E
+    gain: float  # its validation top1 minus E's
+
+
+def next_longer(epochs: Sequence[int], count: int) -> int | None:
+    """The shortest run at least MIN_STEP times `count` epochs; None if there is none."""
+    return min((e for e in epochs if e >= MIN_STEP * count), default=None)
+
+
+def plateau(validation: Mapping[int, float]) -> Plateau | None:
+    """The smallest E (epochs, of `validation`: epochs -> validation top1) whose next longer
+    run E' (the shortest with E' >= 1.5 E) gains less than 0.1 points; None if no E does.
+    Gains are rounded to the row's 4 decimals, so 91.3 over 91.2 is a gain of 0.1, not
+    0.0999...: a tie with the threshold is no plateau."""
+    for count in sorted(validation):
+        longer = next_longer(list(validation), count)
+        if longer is None:
+            continue
+        gain = round(validation[longer] - validation[count], 4)
+        if gain < MIN_GAIN:
+            return Plateau(count, longer, gain)
+    return None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a curve: its epochs, validation and test top1, training seconds (None
+    where its float model came from the cache and was not timed)."""
+
+    epochs: int
+    val: float
+    test: float
+    train_s: float | None
+
+
+def choice(points: Sequence[Point]) -> str:
+    """The recipe chosen on the validation figures by `plateau`, then a note on runs whose
+    training exceeds about 3 hours of one core."""
+    by_epochs = {point.epochs: point for point in points}
+    found = plateau({e: point.val for e, point in by_epochs.items()})
+    ordered = sorted(by_epochs)
+    if found is not None:
+        text = (
+            f"plateau at {found.at} epochs: {found.longer} epochs gain {found.gain:+.2f} points "
+            f"of validation top1 (< {MIN_GAIN})."
+        )
+    elif len(ordered) == 1:
+        text = f"no plateau yet: one run only ({ordered[0]} epochs)."
+    else:
+        last, previous = by_epochs[ordered[-1]], by_epochs[ordered[-2]]
+        text = (
+            f"no plateau yet: the longest run, {last.epochs} epochs, is "
+            f"{last.val - previous.val:+.2f} points over the previous ({previous.epochs} epochs)."
+        )
+    over = [p for p in by_epochs.values() if p.train_s is not None and p.train_s > BUDGET_S]
+    if over:
+        fits = [p for p in by_epochs.values() if p.train_s is not None and p.train_s <= BUDGET_S]
+        longest = max(fits, key=lambda p: p.epochs, default=None)
+        took = ", ".join(f"{p.epochs} epochs {p.train_s / 3600:.1f} h" for p in over)
+        fit = (
+            f"the longest recipe that fits about 3 hours of one core is {longest.epochs} epochs "
+            f"(validation top1 {longest.val:.2f})"
+            if longest is not None
+            else "no timed run fits about 3 hours of one core"
+        )
+        text += f" Over about 3 hours of one core ({BUDGET_S:,} s): {took}; {fit}."
+    return text
+
+
+@dataclass(frozen=True)
+class Curve:
+    dataset: str
+    model: str
+    template: str  # the command with its epochs as E
+    val_samples: int
+    points: list[Point]
+    shas: list[str]
+
+
+def _template(command: str) -> str:
+    return shlex.join(
+        f"{EPOCHS}E" if arg.startswith(EPOCHS) else arg for arg in shlex.split(command)
+    )
+
+
+def _point(runs: pd.DataFrame) -> Point:
+    """One epochs' runs (a rerun appends another row): the latest row's figures, and the
+    training time of the latest that trained its float model."""
+    latest, trained = runs.iloc[-1], runs[runs.fp_source == "trained"]
+    train_s = float(trained.train_s.iloc[-1]) if not trained.empty else None
+    return Point(int(latest.epochs), float(latest.val_fp), float(latest.fp), train_s)
+
+
+def curves(results: Path) -> list[Curve]:
+    """The float runs of `results` with a validation score and their epochs on the command
+    line, one curve per command that differs only in its epochs, in the table's order."""
+    rows = pd.read_csv(results)
+    rows = rows[(rows.w_bits == 32) & (rows.a_bits == 32) & rows.val_fp.notna()]
+    rows = rows[rows.failed.isna()].copy()
+    rows["epochs"] = [epochs_of(shlex.split(command)) for command in rows.command]
+    rows = rows[rows.epochs.notna()]
+    rows["template"] = rows.command.map(_template)
+    found = []
+    for template, runs in rows.groupby("template", sort=False):
+        points = [_point(group) for _, group in runs.groupby("epochs")]
+        first = runs.iloc[0]
+        shas = sorted(runs.git_sha.astype(str).unique())
+        found.append(
+            Curve(first.dataset, first.model, template, int(first.val_samples), points, shas)
+        )
+    return found
+
+
+def _minutes(seconds: float | None) -> str:
+    return "cached" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def curve_table(curve: Curve) -> str:
+    """A curve's heading, its command, its runs as a Markdown table and the chosen recipe."""
+    lines = [
+        f"### {curve.dataset}, {curve.model}: float epochs, chosen on "
+        f"{curve.val_samples:,} held-out training images",
+        "",
+        f"`{curve.template}`; code {', '.join(curve.shas)}. One held-out image is "
+        f"{100 / curve.val_samples:.3g} points.",
+        "",
+        f"| epochs | validation top1 ({curve.val_samples:,} images) | test top1 "
+        "(information only) | train min |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {p.epochs} | {p.val:.2f} | {p.test:.2f} | {_minutes(p.train_s)} |"
+        for p in sorted(curve.points, key=lambda p: p.epochs)
+    ]
+    rule = (
+        f"the smallest E whose next longer run E' (the shortest with E' >= {MIN_STEP} E) gains "
+        f"less than {MIN_GAIN} points of validation top1"
+    )
+    return "\n".join([*lines, "", f"Chosen on validation ({rule}): {choice(curve.points)}"])
+
+
+def table(results: Path) -> None:
+    """The curves of the rows present: none yet says so (make_results --tables-only on a
+    clone where the runs have not been made)."""
+    found = curves(results) if results.is_file() else []
+    if not found:
+        print(f"No float run with a validation score and its epochs in {results} yet.")
+    for curve in found:
+        print(curve_table(curve) + "\n")
+
+
+def _epochs(text: str) -> list[int]:
+    counts = sorted({int(value) for value in text.split(",")})
+    if counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: epochs must be positive integers")
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("--preset", default="bench_fashion")
+    parser.add_argument("--holdout", type=int, default=5000, help="training images held out")
+    parser.add_argument("--epochs", type=_epochs, default=[8, 12, 18, 27], help="e.g. 8,12,18")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="table: the rows read")
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        run(args.preset, args.holdout, args.epochs, args.jobs)
+    else:
+        table(args.results)
+
+
+if __name__ == "__main__":
+    main()
