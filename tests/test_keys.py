@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.config import TrainerConfig
@@ -135,3 +136,14 @@ def test_a_row_fills_the_knobs_its_method_reads() -> None:
     )
     assert minmax["act_momentum"] == 0.1 and minmax["skip"] == ""
     assert spec_columns(build_spec(_config("method.skip=[fc,conv1]")))["skip"] == "fc;conv1"
+
+
+@pytest.mark.parametrize("key_of", [float_cache_key, run_key])
+def test_a_key_added_at_its_neutral_value_leaves_earlier_caches_valid(key_of) -> None:
+    """dataset.holdout=0 does what configs did before the key existed: the float model and
+    checkpoints cached then are found; holding images out splits both."""
+    cfg = _config()
+    earlier = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # no schema
+    del earlier.dataset["holdout"]
+    assert key_of(cfg) == key_of(earlier)
+    assert key_of(_config("dataset.holdout=100")) != key_of(cfg)

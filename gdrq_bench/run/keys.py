@@ -61,6 +61,11 @@ FINETUNE_RECIPE_KEYS = (
     *FLOAT_TRAINER_KEYS,  # the same optimizer, batches and clipping fine-tune
 )
 
+# Keys added to a hashed group after caches existed, with the value that does what the config
+# did before them: at that value they stay out of the float cache key and the run key.
+ADDED_KEY_DEFAULTS = {"dataset.holdout": 0}
+_NO_DEFAULT = object()
+
 # Keys that decide where things are written or how they are shown, not what is computed.
 NOT_IN_RUN_KEY = {
     "results_dir": None,
@@ -73,6 +78,17 @@ NOT_IN_RUN_KEY = {
     # draws restored after it); the fused kernels give the eager form's numbers
     "trainer": ("resume", "progress", "probes", "fused_kernels", "float_control"),
 }
+
+
+def _without_added_defaults(config: dict[str, Any], group: str) -> dict[str, Any]:
+    """A group of the plain config without the keys added after caches were made, where they
+    hold the value that changes nothing (ADDED_KEY_DEFAULTS): the keys of caches made
+    before those keys existed stay valid."""
+    return {
+        key: value
+        for key, value in config[group].items()
+        if ADDED_KEY_DEFAULTS.get(f"{group}.{key}", _NO_DEFAULT) != value
+    }
 
 
 def _digest(value: Any) -> str:
@@ -91,7 +107,7 @@ def float_cache_key(cfg: DictConfig) -> str:
         "version": FLOAT_CACHE_VERSION,
         "task": task,
         "model": _plain(cfg.model),
-        "dataset": _plain(cfg.dataset),
+        "dataset": _without_added_defaults(_plain(cfg), "dataset"),
         "fp": _plain(trainer.fp),
         "train": [
             *(trainer[key] for key in FLOAT_TRAINER_KEYS),
@@ -108,6 +124,7 @@ def float_cache_key(cfg: DictConfig) -> str:
 def run_key(cfg: DictConfig) -> str:
     """A hash of everything in the config that can change the run's numbers."""
     config = _plain(cfg)
+    config["dataset"] = _without_added_defaults(config, "dataset")
     for key, subkeys in NOT_IN_RUN_KEY.items():
         if subkeys is None:
             config.pop(key, None)
