@@ -36,9 +36,14 @@ def stage_batches(trainer: DictConfig, stage: str) -> int | None:
     return min(given) if given else None
 
 
+def finetune_stages(spec: QuantSpec) -> list[str]:
+    """The stages a method trains after the float stage, in order: reshape (methods with
+    Scale-Clip), then qat."""
+    return ["reshape", "qat"] if get_method(spec.method).scale_clip else ["qat"]
+
+
 def finetune_epochs(cfg: DictConfig, spec: QuantSpec) -> int:
     """Epochs trained after the float stage (the results row's `finetune_epochs`)."""
     if spec.w_bits == spec.a_bits == FLOAT_BITS:
         return 0
-    reshape = stage_epochs(cfg, spec, "reshape") if get_method(spec.method).scale_clip else 0
-    return reshape + stage_epochs(cfg, spec, "qat")
+    return sum(stage_epochs(cfg, spec, stage) for stage in finetune_stages(spec))

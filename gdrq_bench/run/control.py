@@ -25,7 +25,7 @@ from torch import nn
 
 from gdrq_bench import distributed
 from gdrq_bench.checkpoint import capture_rng, restore_rng
-from gdrq_bench.quant import get_method
+from gdrq_bench.run.budget import finetune_stages
 from gdrq_bench.run.context import VALIDATION, Run
 from gdrq_bench.run.keys import float_control_key
 
@@ -39,7 +39,6 @@ def stage_float_control(run: Run, model: nn.Module) -> None:
     cache when it is there), unless trainer.float_control is off."""
     if not run.cfg.trainer.float_control:
         return
-    stages = [*(["reshape"] if get_method(run.spec.method).scale_clip else []), "qat"]
     key = float_control_key(run.cfg, run.spec, run.fp_hash)
     cache = Path(run.cfg.cache_dir).expanduser() / CONTROL / f"{key}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +49,7 @@ def stage_float_control(run: Run, model: nn.Module) -> None:
             return
         with _random_state_kept():
             control = copy.deepcopy(model)
-            for stage in stages:
+            for stage in finetune_stages(run.spec):
                 run.train(control, stage, name=f"{CONTROL}_{stage}")
             run.evaluate(control, CONTROL)
         if distributed.is_main():  # its scores, on the held-out images too (dataset.holdout)

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gdrq_bench import distributed
-from gdrq_bench.quant import QuantSpec, get_method, method_knobs
+from gdrq_bench.quant import QuantSpec, method_knobs
+from gdrq_bench.run.budget import finetune_stages
 
 # Bump when a code change alters the float model a config trains (2: BatchNorm momentum of
 # models trained from scratch; 3: the thread and process counts in effect, not the configured
@@ -160,7 +161,7 @@ def float_control_key(cfg: DictConfig, spec: QuantSpec, fp_hash: str) -> str:
         "float_model": fp_hash,
         "model": _plain(cfg.model),
         "recipe": {key: _plain_value(cfg.trainer[key]) for key in FINETUNE_RECIPE_KEYS},
-        "reshape_stage": get_method(spec.method).scale_clip,
+        "stages": finetune_stages(spec),
         "seed": cfg.seed,
         "counts": [torch.get_num_threads(), distributed.world_size()],
         "evaluation": [_plain(cfg.dataset), _plain(cfg.task), cfg.trainer.max_eval_batches],

@@ -63,7 +63,7 @@ def result_row(
 ) -> dict[str, Any]:
     """The results row of a finished run (results.COLUMNS, in order)."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
-    scores = {name: round(run.metrics[name][metric], 4) for name in ("fp", "quant", "folded")}
+    scores = {name: _score(run, name) for name in ("fp", "quant", "folded")}
     control = _score(run, "fp_ft")
     return {
         "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
