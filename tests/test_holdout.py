@@ -57,6 +57,22 @@ def test_held_out_images_leave_training_and_are_seen_as_evaluation_images(
     assert full.holdout_loader() is None
 
 
+def test_segmentation_holds_out_scenes_seen_as_evaluation_scenes(tmp_path: Path) -> None:
+    """Scenes hold many classes: a plain draw of the training scenes, read without the
+    training crop and flip."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        full, held = (
+            compose("config", overrides=[f"cache_dir={tmp_path}", "task=segmentation", *extra])
+            for extra in ([], ["dataset.holdout=20"])
+        )
+    everything = prepare_run(full, tmp_path / "a").task
+    task = prepare_run(held, tmp_path / "b").task
+    assert len(task.train_set) + len(task.holdout_set) == len(everything.train_set)
+    assert set(task.holdout_set.indices).isdisjoint(task.train_set.indices)
+    assert len(task.holdout_set) == 20 and not task.holdout_set.dataset.train
+    assert task.train_set.dataset.train and everything.holdout_loader() is None
+
+
 def test_a_task_that_holds_out_nothing_refuses_the_key(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(

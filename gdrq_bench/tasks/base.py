@@ -53,7 +53,7 @@ class Task(ABC):
         if dataset.holdout and self.holdout_set is None:
             raise ConfigError(
                 f"dataset.holdout={dataset.holdout}: task={self.name} holds out no images yet "
-                "(only classification does); use dataset.holdout=0"
+                "(classification and segmentation do); use dataset.holdout=0"
             )
 
     @abstractmethod

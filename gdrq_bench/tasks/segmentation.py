@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from gdrq_bench.config import (
     SegmentationDatasetConfig,
 )
+from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.segmentation import (
     VOC_SEG_CLASSES,
     VocSegmentationSet,
@@ -63,6 +64,13 @@ class SegmentationTask(Task):
             **common,
         )
         self.eval_set = VocSegmentationSet(split=dataset.val_split, train=False, **common)
+        if dataset.holdout:  # scenes hold many classes: a plain draw, one stratum
+            seen_as_eval = VocSegmentationSet(
+                split=dataset.train_split, train=False, split_file=split_file, **common
+            )
+            self.train_set, self.holdout_set = split_holdout(
+                self.train_set, seen_as_eval, [0] * len(seen_as_eval), dataset.holdout
+            )
         self.quant_scope = segmenter_scope(task.head)
 
     def build_model(self) -> nn.Module:
