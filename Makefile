@@ -36,7 +36,7 @@ board: install
 
 # Float recipes, accuracy (every method and Brevitas), cost and evaluation benchmarks ->
 # bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps. From a cold machine on 2 CPU
-# cores: float recipes about 6.6 h, accuracy about 4.5 h, the other steps about 15 min.
+# cores: float recipes about 6 h, accuracy about 4.5 h, the other steps about 15 min.
 BENCH_ARGS ?=
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/make_results.py $(BENCH_ARGS)
