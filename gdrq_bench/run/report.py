@@ -47,7 +47,7 @@ def stage_report(
     timings = {  # seconds; a stage loaded from a finished checkpoint counts its saved time
         "train_s": run.train_seconds,
         "stage_train_s": {k: v for k, v in run.stage_seconds.items() if k in STAGES},
-        # the float control's stages (0 when its score came from the cache)
+        # the float control's stages (none when its score came from the cache)
         "float_control_train_s": {k: v for k, v in run.stage_seconds.items() if k not in STAGES},
     }
     (run.run_dir / "timings.json").write_text(json.dumps(timings, indent=1))
