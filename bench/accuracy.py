@@ -63,13 +63,15 @@ METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside 
 REFERENCE = "gdrq"
 BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
+RESUME = "trainer.resume=true"  # not in the run key: the same run, continued
 POLL_S = 1.0  # how often run_jobs looks for finished runs
 
 
 def _common(preset_name: str, jobs: int) -> list[str]:
-    """The preset's overrides and the thread count of its jobs (the float cache key holds it)."""
+    """The preset's overrides, the thread count of its jobs (the float cache key holds it)
+    and trainer.resume=true: a bench run killed mid-stage continues from its last epoch."""
     preset = load_preset(preset_name)
-    return [*map(str, preset.overrides), f"trainer.threads={threads_per_job(jobs)}"]
+    return [*map(str, preset.overrides), f"trainer.threads={threads_per_job(jobs)}", RESUME]
 
 
 def _runs_of(grid: DictConfig) -> list[list[str]]:

@@ -65,7 +65,8 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     # trainer.equal_budget it fine-tunes as gdrq-run's methods without one do: all in QAT
     spec, task = replace(setup.spec, method="minmax"), setup.task
     checkpoints = RunCheckpoints(
-        Path(cfg.checkpoint_dir).expanduser() / f"brevitas-{run_key(cfg)}", resume=False
+        Path(cfg.checkpoint_dir).expanduser() / f"brevitas-{run_key(cfg)}",
+        resume=cfg.trainer.resume,
     )
     device = torch.device("cpu")
     run = Run(cfg, spec, task, run_dir, RunLogger(), checkpoints, device, git_sha())

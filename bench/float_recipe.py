@@ -12,11 +12,13 @@ in bench/results/float_recipe/:
     gdrq-run <preset overrides> dataset.holdout=N bits=32 <model's overrides>
         trainer.fp.epochs=E results_dir=bench/results/float_recipe
 
-(the preset's trainer.fp.epochs and results_dir replaced). --jobs processes of
-cores / jobs threads each (the thread count is in the float cache key, so in the command),
-the longest runs first: two slots end sooner when the long runs do not start last. A
-command that already has a row (its `command` column, as gdrq-run records it) is skipped: a
-stopped run resumes.
+(the preset's trainer.fp.epochs and results_dir replaced). It goes in rounds, the fewest
+epochs first, each round every model's run at that E, --jobs processes of cores / jobs
+threads each (the thread count is in the float cache key, so in the command). A model whose
+rows already show its plateau (below) gets no longer runs: the rule needs none. A command
+that already has a row (its `command` column, as gdrq-run records it, `trainer.resume=`
+aside) is skipped, and the bench's runs resume from their last epoch's checkpoint
+(bench/accuracy.py passes trainer.resume=true): a stopped run continues where it stopped.
 
 `table` prints per float model its curve (epochs, validation top1 on the held-out images,
 test top1, training minutes) and the recipe chosen on the validation top1 only (`plateau`):
@@ -46,6 +48,7 @@ RESULTS_DIR = Path("bench/results/float_recipe")
 RESULTS = RESULTS_DIR / "classification.csv"
 FLOAT_BITS = "bits=32"
 EPOCHS = "trainer.fp.epochs="
+RESUME_KEY = "trainer.resume="
 REPLACED = ("dataset.holdout=", EPOCHS, "results_dir=")  # set here, whatever the preset says
 MIN_STEP = 1.5  # E' >= 1.5 E: a longer run that is not much longer cannot show a plateau
 MIN_GAIN = 0.1  # points of validation top1
@@ -81,16 +84,23 @@ def recipe_commands(
 
 def recorded(command: list[str]) -> str:
     """The command as its row records it (gdrq_bench/cli.py: shlex.join of gdrq-run and the
-    overrides; command[0] is gdrq-run's full path)."""
-    return shlex.join(["gdrq-run", *command[1:]])
+    overrides; command[0] is gdrq-run's full path), `trainer.resume=` left out."""
+    return without_resume(shlex.join(["gdrq-run", *command[1:]]))
+
+
+def without_resume(command: str) -> str:
+    """A recorded command without its `trainer.resume=` (it cannot change a number: rows
+    from before the bench resumed its runs name the same run)."""
+    return shlex.join(arg for arg in shlex.split(command) if not arg.startswith(RESUME_KEY))
 
 
 def recorded_commands(results: Path) -> set[str]:
-    """The `command` of every row of `results` (none if it does not exist yet)."""
+    """The `command` of every row of `results` (none if it does not exist yet), as
+    `recorded` spells it."""
     if not results.is_file():
         return set()
     with results.open(newline="") as table:
-        return {row["command"] for row in csv.DictReader(table)}
+        return {without_resume(row["command"]) for row in csv.DictReader(table)}
 
 
 def epochs_of(command: Sequence[str]) -> int | None:
@@ -106,8 +116,9 @@ def run(
     jobs: int,
     results_dir: Path = RESULTS_DIR,
 ) -> None:
-    """Run every float recipe without a row in results_dir/classification.csv, the longest
-    first."""
+    """Run every float recipe without a row in results_dir/classification.csv, in rounds of
+    one number of epochs, the fewest first; a model whose plateau its rows already show gets
+    no longer runs."""
     commands = recipe_commands(preset_name, holdout, epochs, jobs, results_dir)
     results = results_dir / "classification.csv"
     done = recorded_commands(results)
@@ -116,20 +127,46 @@ def run(
         state = "to go" if command in todo else "skipped, has a row"
         print(f"bench/float_recipe.py: {state}: {recorded(command)}", file=sys.stderr)
     print(
-        f"bench/float_recipe.py: {len(todo)} float runs to go ({len(commands) - len(todo)} "
-        f"already in {results})",
+        f"bench/float_recipe.py: at most {len(todo)} float runs to go "
+        f"({len(commands) - len(todo)} already in {results})",
         file=sys.stderr,
         flush=True,
     )
-    todo.sort(key=epochs_of, reverse=True)  # stable: model by model within each E
     ended = itertools.count(1)
 
     def progress() -> None:
-        print(f"bench/float_recipe.py: {next(ended)} of {len(todo)} runs ended", file=sys.stderr)
+        print(f"bench/float_recipe.py: {next(ended)} runs ended", file=sys.stderr)
 
-    failed = run_jobs([Job(command) for command in todo], jobs, after_each=progress)
+    failed = []
+    for count in sorted(set(map(epochs_of, todo))):
+        settled = plateaus(results)
+        round_ = [
+            command
+            for command in todo
+            if epochs_of(command) == count and _template(recorded(command)) not in settled
+        ]
+        for command in todo:
+            if epochs_of(command) == count and command not in round_:
+                finding = settled[_template(recorded(command))]
+                print(
+                    f"bench/float_recipe.py: {finding}: {recorded(command)} is not needed",
+                    file=sys.stderr,
+                )
+        failed += run_jobs([Job(command) for command in round_], jobs, after_each=progress)
     if failed:
         sys.exit("bench/float_recipe.py: runs failed: " + "; ".join(failed))
+
+
+def plateaus(results: Path) -> dict[str, str]:
+    """The curves of `results` whose plateau is found: template -> the finding."""
+    if not results.is_file():
+        return {}
+    found = {}
+    for curve in curves(results):
+        at = plateau({point.epochs: point.val for point in curve.points})
+        if at is not None:
+            found[curve.template] = f"plateau at {at.at} epochs ({at.longer} gain {at.gain:+.2f})"
+    return found
 
 
 class Plateau(NamedTuple):
@@ -214,8 +251,10 @@ class Curve:
 
 
 def _template(command: str) -> str:
+    """A recorded command with its epochs as E and without `trainer.resume=`."""
     return shlex.join(
-        f"{EPOCHS}E" if arg.startswith(EPOCHS) else arg for arg in shlex.split(command)
+        f"{EPOCHS}E" if arg.startswith(EPOCHS) else arg
+        for arg in shlex.split(without_resume(command))
     )
 
 

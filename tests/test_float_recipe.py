@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -119,40 +120,56 @@ def _float_row(command: str, val: float | str, test: float, train_s: float, **va
     return row
 
 
-def test_run_skips_the_commands_with_a_row_and_starts_the_longest_first(
+def test_run_goes_in_rounds_fewest_epochs_first_and_stops_a_model_at_its_plateau(
     preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     results_dir = tmp_path / "float_recipe"
+    results = results_dir / "classification.csv"
     commands = float_recipe.recipe_commands(str(preset), 5000, [8, 12, 18], 2, results_dir)
-    done = float_recipe.recorded(commands[1])  # ResNet-20, 12 epochs
-    append_row(results_dir / "classification.csv", _float_row(done, 92.0, 92.1, 100.0))
-    started = []
+    assert all("trainer.resume=true" in command for command in commands)  # a kill continues
+    # ResNet-20 at 12 epochs has a row from before the bench resumed its runs (no resume=)
+    done = float_recipe.recorded(commands[1])
+    assert "resume" not in done
+    append_row(results, _float_row(done, 92.0, 92.1, 100.0))
+    validation = {("resnet20", 8): 91.95, ("mobilenet_v2_cifar", 8): 90.0}
+    validation |= {("mobilenet_v2_cifar", 12): 91.0, ("mobilenet_v2_cifar", 18): 91.5}
+    rounds = []
 
     def run_jobs(jobs, slots, after_each):
-        started.extend((job.command, job.needs, job.gives) for job in jobs)
         assert slots == 2
-        after_each()
+        rounds.append([(float_recipe.epochs_of(job.command), job.command[-3]) for job in jobs])
+        for job in jobs:  # each run writes its row, its command as gdrq-run records it
+            assert job.needs is None and job.gives is None
+            text = shlex.join(["gdrq-run", *job.command[1:]])
+            model = job.command[-3].removeprefix("model=")
+            val = validation[model, float_recipe.epochs_of(job.command)]
+            append_row(results, _float_row(text, val, val, 100.0))
+            after_each()
         return []
 
     monkeypatch.setattr(float_recipe, "run_jobs", run_jobs)
     float_recipe.run(str(preset), 5000, [8, 12, 18], 2, results_dir)
-    assert [(float_recipe.epochs_of(c), c[-3]) for c, _, _ in started] == [
-        (18, "model=resnet20"),
-        (18, "model=mobilenet_v2_cifar"),
-        (12, "model=mobilenet_v2_cifar"),
-        (8, "model=resnet20"),
-        (8, "model=mobilenet_v2_cifar"),
+    assert rounds == [
+        [(8, "model=resnet20"), (8, "model=mobilenet_v2_cifar")],
+        [(12, "model=mobilenet_v2_cifar")],
+        [(18, "model=mobilenet_v2_cifar")],  # ResNet-20: 12 epochs gain +0.05 over 8
     ]
-    assert all(needs is None and gives is None for _, needs, gives in started)
     printed = capsys.readouterr().err
     assert f"skipped, has a row: {done}" in printed
-    assert "5 float runs to go (1 already in" in printed
+    assert "at most 5 float runs to go (1 already in" in printed
     assert printed.count("to go: gdrq-run ") == 5
-    assert "1 of 5 runs ended" in printed
+    assert "4 runs ended" in printed
+    assert "plateau at 8 epochs (12 gain +0.05): gdrq-run " in printed
+    assert "model=resnet20 trainer.fp.epochs=18" in printed.split("plateau at 8 epochs")[1]
+    # the rows written with trainer.resume=true are the same curve as the row without it
+    (resnet, mobilenet) = float_recipe.curves(results)
+    assert [p.epochs for p in resnet.points] == [8, 12]
+    assert [p.epochs for p in mobilenet.points] == [8, 12, 18]
+    assert float_recipe.recorded_commands(results) >= {done}
 
     monkeypatch.setattr(float_recipe, "run_jobs", lambda jobs, slots, after_each: ["a b"])
     with pytest.raises(SystemExit, match="runs failed: a b"):
-        float_recipe.run(str(preset), 5000, [8], 2, results_dir)
+        float_recipe.run(str(preset), 5000, [8], 2, tmp_path / "empty")
 
 
 def test_table_shows_each_curve_and_the_recipe_chosen_on_validation(tmp_path: Path) -> None:
