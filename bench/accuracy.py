@@ -1,35 +1,42 @@
 """Accuracy of every method and Brevitas on shared float models, with the noise stated.
 
     python bench/accuracy.py run [--preset bench_fashion] [--jobs 2]
-    python bench/accuracy.py table [--dataset fashion_mnist]
+    python bench/accuracy.py table [--preset bench_fashion] [--dataset D] [--results CSV]
 
 `run` takes a sweep preset of conf/sweep/ and runs the float model of each of its models
 (`gdrq-run bits=32` with the preset's overrides and the grid's float recipe), then grid by grid
-the grid's runs (one `gdrq-run` each, the runs `gdrq-sweep PRESET` would make) and the same
-runs through Brevitas (bench/brevitas_qat.py) instead of the project's methods, so a preset
-that lists its most telling grids first (one seed at every width) has a complete table early.
---jobs processes of one thread each, as the sweep runs its jobs; a free slot takes the first
-waiting run whose float model is built, so no run waits behind another model's float. Each
-finished run's per-image right/wrong is kept in bench/results/correct/<run_id>.json (run
-directories are not committed; the intervals need these). A run whose data set, model,
-method, bit-width and seed already have a row and a kept vector is skipped (`--redo` runs it
-again): a stopped bench resumes where it stopped.
+the grid's runs (one `gdrq-run` each, the runs `gdrq-sweep PRESET` would make) and, for the
+grids the preset's `brevitas_grids` lists (default: all), the same runs through Brevitas
+(bench/brevitas_qat.py) instead of the project's methods, so a preset that lists its most
+telling grids first (one seed at every width) has a complete table early. Rows go to the
+preset's results_dir. --jobs processes of one thread each, as the sweep runs its jobs; a free
+slot takes the first waiting run whose float model is built, so no run waits behind another
+model's float. Every command carries trainer.resume=true: a run killed mid-stage continues
+from its last epoch's checkpoint. Each finished run's per-image right/wrong is kept in
+correct/<run_id>.json beside the results table (run directories are not committed; the
+intervals need these). A command that already has a row (as the row records it,
+`trainer.resume=` aside) and a kept vector is skipped (`--redo` runs it again): a stopped
+bench resumes where it stopped.
 
-`table` reads bench/results/classification.csv, keeps the latest row of each data set, model,
-method, bit-width and seed (a rerun replaces earlier numbers), and prints per model: the float
-model, then per bit-width and method the deployed top1 (folded; quantized for Brevitas) as mean
-± sample std (n seeds), the validation NLL, and the difference to GDRQ (of the seed means) with
-its 95% interval from bench/intervals.py, which holds both the test images' noise and the
-seeds': the per-seed differences (seed s of the method minus seed s of GDRQ, on the same test
-images; where the two have different seeds, their seed means taken as independent) give the
-seeds' term s_d^2 / n, the per-image differences of the seed means the test images' term (net
-of the per-image flips the seeds' term already holds), and the interval is a t interval on the
-sum with Welch-Satterthwaite degrees of freedom: with 3 seeds its quantile approaches
-t(0.975, 2) = 4.30 where the seeds' noise dominates. A difference "exceeds the noise" (bold)
-when its interval excludes 0. A cell with one seed cannot measure its seeds' noise: it borrows
-the seed spread of the per-seed differences to GDRQ pooled over the network's cells with >= 2
-seeds, cells where a method collapsed left out (`pooled_spread`; marked †, a footnote names
-the cells), or, where there is none, holds the test images' noise only (marked ‡).
+`table` reads the preset's results table, keeps the latest row of each configuration (its
+spec_hash: the effective spec and fine-tuning recipe), float model (fp_hash) and seed (a rerun
+replaces earlier numbers; two configurations of one method are two lines, never one mean), and
+prints per model and float model, one table per fine-tuning budget: per bit-width and method
+the deployed top1 (folded; quantized for Brevitas) as mean ± sample std (n seeds), the test
+NLL, drop and drop_ft (against the equal-budget float control), and the difference to GDRQ (of
+the seed means) with its 95% interval from bench/intervals.py, which holds both the test
+images' noise and the seeds': the per-seed differences (seed s of the method minus seed s of
+GDRQ, on the same test images; where the two have different seeds, their seed means taken as
+independent) give the seeds' term s_d^2 / n, the per-image differences of the seed means the
+test images' term (net of the per-image flips the seeds' term already holds), and the interval
+is a t interval on the sum with Welch-Satterthwaite degrees of freedom: with 3 seeds its
+quantile approaches t(0.975, 2) = 4.30 where the seeds' noise dominates. A difference "exceeds
+the noise" (bold) when its interval excludes 0. A cell with one seed cannot measure its seeds'
+noise: it borrows the seed spread of the per-seed differences to GDRQ pooled over the network's
+cells with >= 2 seeds, cells where a method collapsed left out (`pooled_spread`; marked †, a
+footnote names the cells), or, where there is none, holds the test images' noise only (marked
+‡). Under each table, where the runs held training images out (dataset.holdout), the
+validation-split table.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -47,17 +55,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gdrq_bench.quant import METHODS
 from gdrq_bench.results import COLUMNS
+from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS
 from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
 from intervals import Interval, PooledSpread, compare, pool_spreads
 
-RESULTS = Path("bench/results/classification.csv")
-BITS_DIR = Path(__file__).resolve().parent.parent / "conf" / "bits"
 BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
 METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
 REFERENCE = "gdrq"
@@ -65,6 +72,26 @@ BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; m
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
 RESUME = "trainer.resume=true"  # not in the run key: the same run, continued
 POLL_S = 1.0  # how often run_jobs looks for finished runs
+
+
+def results_of(preset_name: str) -> Path:
+    """The classification table a preset's runs append to (its results_dir override)."""
+    overrides = dict(str(o).split("=", 1) for o in load_preset(preset_name).overrides)
+    return Path(overrides.get("results_dir", "results")) / "classification.csv"
+
+
+def without_resume(command: str) -> str:
+    """A recorded command without its `trainer.resume=` (it cannot change a number: rows
+    from before the bench resumed its runs name the same run)."""
+    return shlex.join(arg for arg in shlex.split(command) if not arg.startswith("trainer.resume="))
+
+
+def recorded(command: list[str]) -> str:
+    """A command as its row records it, `trainer.resume=` left out: gdrq-run's as `gdrq-run`
+    and its overrides (command[0] is its full path), Brevitas' as brevitas_qat.py records it."""
+    if command[1:2] == [BREVITAS_QAT]:
+        return without_resume(shlex.join(["python", "bench/brevitas_qat.py", *command[2:]]))
+    return without_resume(shlex.join(["gdrq-run", *command[1:]]))
 
 
 def _common(preset_name: str, jobs: int) -> list[str]:
@@ -85,12 +112,19 @@ def _grid_runs(preset_name: str) -> list[list[str]]:
     return [run for grid in load_preset(preset_name).grids for run in _runs_of(grid)]
 
 
-FLOAT_AXES = ("method=", "bits=", "seed=")  # what varies between runs sharing a float model
+# what varies between runs sharing a float model: the method, bits, seed and the trainer's
+# keys that act after the float stage (e.g. a longer fine-tuning budget)
+FLOAT_AXES = (
+    "method=",
+    "bits=",
+    "seed=",
+    *(f"trainer.{key}{end}" for key in AFTER_FLOAT_TRAINER_KEYS for end in ("=", ".")),
+)
 
 
 def float_key(command: list[str]) -> tuple[str, ...]:
-    """The overrides of a command that shape its float model: all but method, bits and seed
-    (a grid may give its model a longer float recipe, e.g. trainer.fp.epochs)."""
+    """The overrides of a command that shape its float model: all but FLOAT_AXES (a grid may
+    give its model a longer float recipe, e.g. trainer.fp.epochs)."""
     return tuple(arg for arg in command if "=" in arg and not arg.startswith(FLOAT_AXES))
 
 
@@ -117,23 +151,14 @@ def method_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[
     return [[*common, *run] for run in _runs_of(grid)]
 
 
-def run_name(command: list[str]) -> tuple[str, str, str, int]:
-    """(model, method, WxAy, seed) of a command, as its results row names it (Brevitas'
-    commands name no method)."""
-    values = dict(arg.split("=", 1) for arg in command if "=" in arg)
-    bits = OmegaConf.load(BITS_DIR / f"{values['bits']}.yaml")
-    method = values.get("method", "brevitas" if command[1] == BREVITAS_QAT else "gdrq")
-    return values["model"], method, f"W{bits.w}A{bits.a}", int(values.get("seed", 0))
-
-
-def finished_runs(results: Path, dataset: str) -> set[tuple[str, str, str, int]]:
-    """The (model, method, WxAy, seed) that already have a row of `dataset` and its per-image
+def finished_runs(results: Path, dataset: str) -> set[str]:
+    """The recorded commands that already have a latest row of `dataset` and its per-image
     results kept (a row whose vector was lost is run again: the table needs it)."""
     if not results.is_file():
         return set()
     rows = latest_rows(results, dataset)
     rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
-    return set(zip(rows.model, rows.method, rows.bits, rows.seed.astype(int), strict=True))
+    return set(rows.command.map(without_resume))
 
 
 @dataclasses.dataclass
@@ -178,28 +203,38 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
     """The float runs, then grid by grid its runs and their Brevitas twins, each run started
     as soon as its float model is built; a run whose row and per-image results are already
     kept is skipped unless `redo` (a stopped bench resumes)."""
-    preset = load_preset(preset_name)
-    dataset = dict(str(o).split("=", 1) for o in preset.overrides).get("dataset", "digits")
-    keep_correctness(RESULTS, dataset)
-    finished = set() if redo else finished_runs(RESULTS, dataset)
+    preset, results = load_preset(preset_name), results_of(preset_name)
+    dataset = dataset_of(preset_name)
+    keep_correctness(results, dataset)
+    finished = set() if redo else finished_runs(results, dataset)
     floats = float_commands(preset_name, jobs)
     queue = [Job(command, gives=float_key(command)) for command in floats]
+    twins = preset.get("brevitas_grids", range(len(preset.grids)))
     grids = [
-        [*method_commands(preset_name, jobs, grid), *brevitas_commands(preset_name, jobs, grid)]
-        for grid in preset.grids
+        [
+            *method_commands(preset_name, jobs, grid),
+            *(brevitas_commands(preset_name, jobs, grid) if index in twins else []),
+        ]
+        for index, grid in enumerate(preset.grids)
     ]
-    todo = [c for commands in grids for c in commands if run_name(c) not in finished]
+    todo = [c for commands in grids for c in commands if recorded(c) not in finished]
     queue += [Job(command, needs=float_key(command)) for command in todo]
     done = sum(map(len, grids)) - len(todo)
     print(
         f"bench/accuracy.py: {len(floats)} float and {len(todo)} quantized runs to go "
-        f"({done} already in {RESULTS})",
+        f"({done} already in {results})",
         file=sys.stderr,
         flush=True,
     )
-    failed = run_jobs(queue, jobs, after_each=lambda: keep_correctness(RESULTS, dataset))
+    failed = run_jobs(queue, jobs, after_each=lambda: keep_correctness(results, dataset))
     if failed:
         sys.exit("bench/accuracy.py: runs failed: " + "; ".join(failed))
+
+
+def dataset_of(preset_name: str) -> str:
+    """The data set a preset's runs use (gdrq-run's default: digits)."""
+    overrides = dict(str(o).split("=", 1) for o in load_preset(preset_name).overrides)
+    return overrides.get("dataset", "digits")
 
 
 def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
@@ -209,7 +244,34 @@ def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
     rows = rows[(rows.dataset == dataset) & rows.failed.isna()].copy()
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
     rows["deployed"] = rows.folded.fillna(rows.quant)  # Brevitas has no folded model
-    return rows.drop_duplicates(["model", "method", "bits", "seed"], keep="last")
+    # a configuration: its spec_hash (rows from before it: model, method and bits), within
+    # one float model (fp_hash) and fine-tuning budget
+    named = rows.model + " " + rows.method + " " + rows.bits
+    rows["config"] = rows.spec_hash.astype(object).fillna(named)
+    rows["float_model"] = rows.fp_hash.astype(object).fillna("")
+    rows["budget"] = _budgets(rows)
+    rows = rows.drop_duplicates(["model", "float_model", "bits", "config", "seed"], keep="last")
+    # two configurations of one method, width and budget: never one mean, each its own line
+    cell = ["model", "float_model", "budget", "bits", "method"]
+    clash = rows.groupby(cell, dropna=False).config.transform("nunique") > 1
+    rows.loc[clash, "method"] = rows.method + " (spec " + rows.config.str[:8] + ")"
+    return rows
+
+
+def _budgets(rows: pd.DataFrame) -> pd.Series:
+    """Each row's fine-tuning budget in words (float rows: empty)."""
+    epochs = rows.finetune_epochs.fillna(0).astype(int)
+    batches = rows.finetune_batches.map(lambda n: "" if pd.isna(n) else f" of {int(n)} batches")
+    return pd.Series(
+        [f"{e} epochs{b}" if e else "" for e, b in zip(epochs, batches, strict=True)],
+        index=rows.index,
+    )
+
+
+def methods_in(rows: pd.DataFrame) -> list[str]:
+    """The methods of `rows` in the registry's order, then Brevitas; a method's configurations
+    that share a width and budget (labelled `method (spec ...)`) beside it."""
+    return sorted(rows.method.unique(), key=lambda m: (METHOD_ORDER.index(m.split(" ")[0]), m))
 
 
 def bits_order(bits: pd.Series) -> list[str]:
@@ -304,7 +366,7 @@ def pooled_spread(quantized: pd.DataFrame, results: Path) -> tuple[PooledSpread 
         at_bits = quantized[quantized.bits == bits]
         reference_rows = at_bits[at_bits.method == REFERENCE]
         reference = _by_seed(reference_rows, results)
-        for method in METHOD_ORDER:
+        for method in methods_in(at_bits):
             group = at_bits[at_bits.method == method]
             if method == REFERENCE or group.empty:
                 continue
@@ -353,7 +415,7 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
     for bits in bits_order(quantized.bits):
         at_bits = quantized[quantized.bits == bits]
         reference = _by_seed(at_bits[at_bits.method == REFERENCE], results)
-        for method in METHOD_ORDER:
+        for method in methods_in(at_bits):
             group = at_bits[at_bits.method == method]
             if group.empty:
                 continue
@@ -406,22 +468,33 @@ def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
 
 
 def table(results: Path, dataset: str) -> None:
+    """Per network and float model, a table per fine-tuning budget (the longer-budget grid's
+    apart), each with its validation-split table where the runs held images out."""
+    if not results.is_file():
+        print(f"No rows in {results} yet: bench/accuracy.py run makes them.")
+        return
     keep_correctness(results, dataset)
     rows = latest_rows(results, dataset)
-    for model, model_rows in rows.groupby("model", sort=False):
+    for (model, _), model_rows in rows.groupby(["model", "float_model"], sort=False):
         floats = model_rows[model_rows.bits == "W32A32"]
         float_line = (
             f"float top1 {floats.fp.iloc[-1]:.2f}, NLL {floats.nll.iloc[-1]:.4f} "
-            f"(`{floats.command.iloc[-1]}`)"
+            f"(`{without_resume(floats.command.iloc[-1])}`)"
             if not floats.empty
             else f"float top1 {model_rows.fp.iloc[-1]:.2f}"
         )
         shas = ", ".join(sorted(model_rows.git_sha.astype(str).unique()))
         print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows, code {shas}.\n")
-        print(model_table(model_rows, results) + "\n")
-        held_out = model_rows[model_rows.val_samples.notna() & (model_rows.bits != "W32A32")]
-        if not held_out.empty:
-            print(validation_table(held_out) + "\n")
+        quantized = model_rows[model_rows.bits != "W32A32"]
+        budgets = list(dict.fromkeys(quantized.budget))
+        for budget in budgets:
+            budget_rows = quantized[quantized.budget == budget]
+            if len(budgets) > 1:
+                print(f"Fine-tuning budget: {budget}.\n")
+            print(model_table(budget_rows, results) + "\n")
+            held_out = budget_rows[budget_rows.val_samples.notna()]
+            if not held_out.empty:
+                print(validation_table(held_out) + "\n")
 
 
 def validation_table(rows: pd.DataFrame) -> str:
@@ -437,7 +510,7 @@ def validation_table(rows: pd.DataFrame) -> str:
     ]
     for bits in bits_order(rows.bits):
         at_bits = rows[rows.bits == bits]
-        for method in METHOD_ORDER:
+        for method in methods_in(at_bits):
             group = at_bits[at_bits.method == method]
             if not group.empty:
                 cells = [_spread(group.val_deployed), _spread(group.val_fp_ft - group.val_deployed)]
@@ -449,9 +522,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("run", "table"))
     parser.add_argument("--preset", default="bench_fashion")
-    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--dataset", help="table: whose rows (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, help="table: the rows read (the preset's)")
     parser.add_argument(
         "--redo", action="store_true", help="run again what already has a row (run: skipped)"
     )
@@ -459,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "run":
         run(args.preset, args.jobs, args.redo)
     else:
-        table(args.results, args.dataset)
+        table(args.results or results_of(args.preset), args.dataset or dataset_of(args.preset))
 
 
 if __name__ == "__main__":

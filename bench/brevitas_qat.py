@@ -10,7 +10,9 @@ policy. Then Brevitas replaces gdrq_bench's quantizers (bench/brevitas_models.py
 calibration pass over 8 training batches, the QAT stage, evaluation, and one row appended to
 results_dir/classification.csv with method `brevitas`. Brevitas keeps BatchNorm apart (its
 deployment folds it at export), so the row's `folded` and `fold_err` are empty and its `drop`
-is fp - quant; of the spec's columns only the bits apply, the others are left empty.
+is fp - quant; of the spec's columns only the bits apply, the others are left empty. Its
+equal-budget float control is min-max's (the same QAT-only fine-tuning; shared through the
+control's cache), so `drop_ft` is fp_ft - quant; its spec_hash is its own.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from gdrq_bench.run import (
     stage_fp,
 )
 from gdrq_bench.run.context import VALIDATION
+from gdrq_bench.run.control import stage_float_control
+from gdrq_bench.run.keys import spec_hash
 from gdrq_bench.run_logger import RunLogger
 
 CALIBRATION_BATCHES = 8
@@ -72,6 +76,7 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     run = Run(cfg, spec, task, run_dir, RunLogger(), checkpoints, device, git_sha())
     model, fp_source = stage_fp(run, setup.model)
     run.evaluate(model, "fp")
+    stage_float_control(run, model)  # min-max's: the same QAT-only budget, shared from its cache
     seed_stage(cfg.seed, "calibrate")
     batches = [images for images, _ in islice(task.train_loader(), CALIBRATION_BATCHES)]
     qmodel = brevitas_copy(model, spec.w_bits, spec.a_bits, batches[0])
@@ -85,6 +90,7 @@ def brevitas_run(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, obje
     # of the spec only the bits (and the edge layers' bits) act on Brevitas' quantizers
     row.update({column: "" for column in SPEC_COLUMNS if column not in BREVITAS_KNOBS})
     row.update(method="brevitas", groups="per_channel", folded="")
+    row.update(spec_hash=spec_hash(cfg, spec, outside="brevitas"))
     append_row(row_table(cfg, task.name), row)
     checkpoints.finish()
     log.info(

@@ -42,13 +42,12 @@ from typing import NamedTuple
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, when imported
-from accuracy import Job, float_commands, run_jobs
+from accuracy import Job, float_commands, recorded, run_jobs, without_resume
 
 RESULTS_DIR = Path("bench/results/float_recipe")
 RESULTS = RESULTS_DIR / "classification.csv"
 FLOAT_BITS = "bits=32"
 EPOCHS = "trainer.fp.epochs="
-RESUME_KEY = "trainer.resume="
 REPLACED = ("dataset.holdout=", EPOCHS, "results_dir=")  # set here, whatever the preset says
 MIN_STEP = 1.5  # E' >= 1.5 E: a longer run that is not much longer cannot show a plateau
 MIN_GAIN = 0.1  # points of validation top1
@@ -80,18 +79,6 @@ def recipe_commands(
         for command in float_commands(preset_name, jobs)
         for count in epochs
     ]
-
-
-def recorded(command: list[str]) -> str:
-    """The command as its row records it (gdrq_bench/cli.py: shlex.join of gdrq-run and the
-    overrides; command[0] is gdrq-run's full path), `trainer.resume=` left out."""
-    return without_resume(shlex.join(["gdrq-run", *command[1:]]))
-
-
-def without_resume(command: str) -> str:
-    """A recorded command without its `trainer.resume=` (it cannot change a number: rows
-    from before the bench resumed its runs name the same run)."""
-    return shlex.join(arg for arg in shlex.split(command) if not arg.startswith(RESUME_KEY))
 
 
 def recorded_commands(results: Path) -> set[str]:

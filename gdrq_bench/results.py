@@ -75,6 +75,9 @@ COLUMNS = [
     "val_fp",
     "val_fp_ft",
     "val_folded",
+    # batches per fine-tuning epoch (trainer.finetune_batches, capped by max_train_batches);
+    # empty: whole epochs, or no fine-tuning. With finetune_epochs, the fine-tuning budget
+    "finetune_batches",
 ]
 
 

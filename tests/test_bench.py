@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
 import sys
@@ -28,32 +30,54 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
         ["model=mobilenet_v2_cifar", "trainer.fp.epochs=12"],  # its longer float recipe
     ]
     assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
-    grids = accuracy.load_preset("bench_fashion").grids
-    commands = [c for grid in grids for c in accuracy.brevitas_commands("bench_fashion", 2, grid)]
+    preset = accuracy.load_preset("bench_fashion")
+    grids, twins = preset.grids, preset.brevitas_grids
+    commands = [c for i in twins for c in accuracy.brevitas_commands("bench_fashion", 2, grids[i])]
     methods = [c for grid in grids for c in accuracy.method_commands("bench_fashion", 2, grid)]
-    # every run (each method, each Brevitas twin) needs one of the two float models
+    # every run (each method, each Brevitas twin, the longer budget's) needs one of the two
+    # float models: trainer.finetune_batches acts after the float stage
     float_keys = {accuracy.float_key(c) for c in floats}
     assert {accuracy.float_key(c) for c in commands + methods} == float_keys
-    assert len(methods) == 7 * len(commands)  # 7 methods, each run once more through Brevitas
+    assert len(commands) == 2 * 4 * 3  # Brevitas: both networks, every width, seeds 0-2
     runs = sorted(
         tuple(arg for arg in c if arg.startswith(("model=", "bits=", "seed="))) for c in commands
     )
     expected = [
         (f"model={model}", f"bits={bits}", *([f"seed={seed}"] if seed else []))
         for model in ("resnet20", "mobilenet_v2_cifar")
-        for bits, seeds in (("8", False), ("3", False), ("4", True), ("w2a4", True))
-        for seed in ((0, 1, 2) if seeds else (0,))
+        for bits in ("8", "4", "3", "w2a4")
+        for seed in (0, 1, 2)
     ]
     assert runs == sorted(expected)
+    # every method at every width with seeds 0-2 (DoReFa seed 0 only), on both networks
+    axes = ("model=", "method=", "bits=")
+    named = {
+        (
+            *(arg.split("=", 1)[1] for arg in c if arg.startswith(axes)),
+            next((arg for arg in c if arg.startswith("seed=")), "seed=0"),
+        )
+        for c in methods
+        if not any(arg.startswith("trainer.finetune_batches=") for arg in c)
+    }
+    assert len(named) == 2 * 4 * (6 * 3 + 1)
+    assert ("mobilenet_v2_cifar", "dorefa", "w2a4", "seed=0") in named
+    assert ("mobilenet_v2_cifar", "dorefa", "w2a4", "seed=1") not in named
+    longer = [c for c in methods if "trainer.finetune_batches=150" in c]
+    assert len(longer) == 2 * 3 * 2 * 2  # networks x (gdrq, lsq, groups_only) x W4A4, W3A3 x 2
     first_grid = [
         c for grid in grids[:2] for c in accuracy.brevitas_commands("bench_fashion", 2, grid)
     ]
     assert not any(arg.startswith("seed=") for c in first_grid for arg in c)  # seed 0 first
     for command in commands:
         assert command[1].endswith("brevitas_qat.py")
-        assert "fp_seed=0" in command and "results_dir=bench/results" in command
+        assert "fp_seed=0" in command and "results_dir=bench/results/fashion" in command
         assert not any(arg.startswith("method=") for arg in command)
-        assert "trainer.threads=1" in command
+        assert "trainer.threads=1" in command and "dataset.holdout=5000" in command
+    # a killed bench run continues from its last epoch; its row's command names it without
+    assert all("trainer.resume=true" in c for c in commands + methods + floats)
+    assert all("resume" not in accuracy.recorded(c) for c in commands + methods)
+    assert accuracy.recorded(commands[0]).startswith("python bench/brevitas_qat.py dataset=")
+    assert accuracy.results_of("bench_fashion") == Path("bench/results/fashion/classification.csv")
 
 
 def _predictions(run_dir: Path, correct: np.ndarray) -> str:
@@ -95,7 +119,7 @@ def _rows(tmp_path: Path, runs: list[tuple] | None = None) -> Path:
                 "quant": quant,
                 "folded": folded,
                 "nll": 0.25,
-                "command": "gdrq-run ...",
+                "command": f"gdrq-run method={method} bits={bits} seed={seed} trainer.resume=true",
                 "git_sha": "abc",
                 "run_id": f"run{index}",
                 "run_dir": _predictions(tmp_path / f"run{index}", correct),
@@ -226,15 +250,51 @@ def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
     accuracy.keep_correctness(results, "fashion_mnist")
     (tmp_path / "correct" / "run2.json").unlink()  # gdrq seed 1's vector was lost
     finished = accuracy.finished_runs(results, "fashion_mnist")
-    assert ("resnet20", "gdrq", "W4A4", 1) not in finished
-    assert ("resnet20", "gdrq", "W4A4", 2) in finished
-    assert ("resnet20", "brevitas", "W4A4", 0) in finished
+    # recorded without trainer.resume=: a row from before the bench resumed counts as well
+    assert "gdrq-run method=gdrq bits=4 seed=1" not in finished
+    assert "gdrq-run method=gdrq bits=4 seed=2" in finished
+    assert "gdrq-run method=brevitas bits=4 seed=0" in finished
     assert accuracy.finished_runs(tmp_path / "none.csv", "fashion_mnist") == set()
-    grids = accuracy.load_preset("bench_fashion").grids  # 3, 4: seeds 1 and 2 at W4A4, W2A4
-    names = {accuracy.run_name(c) for c in accuracy.method_commands("bench_fashion", 2, grids[2])}
-    assert ("resnet20", "gdrq", "W4A4", 1) in names and ("resnet20", "pact", "W2A4", 2) in names
-    brevitas = accuracy.brevitas_commands("bench_fashion", 2, grids[3])
-    assert ("mobilenet_v2_cifar", "brevitas", "W2A4", 2) in map(accuracy.run_name, brevitas)
+    command = [accuracy.GDRQ_RUN, "method=gdrq", "bits=4", "seed=2", "trainer.resume=true"]
+    assert accuracy.recorded(command) in finished
+
+
+def _table_lines(results: Path) -> list[str]:
+    """accuracy.table's output lines."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        accuracy.table(results, "fashion_mnist")
+    return buffer.getvalue().splitlines()
+
+
+def test_two_configurations_of_one_command_never_share_a_mean(tmp_path: Path) -> None:
+    """The same command run at two spec versions (spec_hash) gives two lines; a longer
+    fine-tuning budget gets a table of its own; Brevitas' hash is not min-max's."""
+    results = _rows(tmp_path)
+    frame = pd.read_csv(results)
+    frame["spec_hash"] = frame.method + "-hash" + frame.w_bits.astype(str)
+    frame["fp_hash"] = "float1"
+    frame["finetune_epochs"] = [3, 3, 3, 3, 3, 3, 0]
+    frame["finetune_batches"] = [30, 30, 30, 30, 30, 30, None]
+    frame.loc[3, "spec_hash"] = "gdrq-newer-defaults"  # gdrq seed 2 at a later code version
+    longer = frame.iloc[[1, 2]].assign(
+        finetune_batches=150, spec_hash="gdrq-longer", run_id=["long1", "long2"], folded=99.0
+    )
+    pd.concat([frame, longer]).to_csv(results, index=False)
+    lines = _table_lines(results)
+    rows = [line for line in lines if line.startswith("| W4A4")]
+    methods = [line.split(" | ")[1] for line in rows]
+    assert methods == [
+        "gdrq (spec gdrq-has)",  # gdrq-hash4, seeds 0 and 1
+        "gdrq (spec gdrq-new)",  # seed 2, at the later version
+        "minmax",
+        "brevitas",
+        "gdrq",
+    ]
+    assert rows[0].split(" | ")[2].endswith("(2)") and rows[1].split(" | ")[2].endswith("(1)")
+    assert "Fine-tuning budget: 3 epochs of 30 batches." in lines
+    assert "Fine-tuning budget: 3 epochs of 150 batches." in lines
+    assert rows[4].split(" | ")[2] == "99.00 ± 0.00 (2)"  # the longer budget's own mean
 
 
 def test_each_run_starts_once_its_float_model_is_built(tmp_path: Path, monkeypatch) -> None:

@@ -50,6 +50,7 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "gdrq_run.log").is_file()
     assert row["finetune_epochs"] == "2"  # smoke: reshape 1 + qat 1
+    assert row["finetune_batches"] == "2"  # smoke: max_train_batches=2 caps every epoch
     # per-stage probes: the metric after every stage, and where each clip cuts
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(metrics) == ["fp", "fp_ft", "reshape", "round", "quant", "folded"]

@@ -119,6 +119,13 @@ def test_an_effective_knob_or_the_recipe_splits_the_spec_hash(override: str) -> 
     assert _spec_hash(override) != _spec_hash()
 
 
+def test_an_outside_library_never_shares_the_methods_spec_hash() -> None:
+    cfg = _config("method=minmax")
+    spec = build_spec(cfg)
+    assert spec_hash(cfg, spec, outside="brevitas") != spec_hash(cfg, spec)
+    assert spec_hash(cfg, spec, outside="brevitas") == spec_hash(cfg, spec, outside="brevitas")
+
+
 def test_a_row_fills_the_knobs_its_method_reads() -> None:
     gdrq = spec_columns(build_spec(_config()))
     minmax = spec_columns(build_spec(_config("method=minmax")))

@@ -17,7 +17,7 @@ from gdrq_bench import provenance
 from gdrq_bench.config import SPEC_KEYS
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, method_knobs
 from gdrq_bench.results import KNOB_COLUMNS, append_row, table_path
-from gdrq_bench.run.budget import finetune_epochs
+from gdrq_bench.run.budget import finetune_epochs, stage_batches
 from gdrq_bench.run.context import STAGES, VALIDATION, Run
 from gdrq_bench.run.keys import spec_hash
 
@@ -97,6 +97,7 @@ def result_row(
         "fp_source": fp_source,
         "skipped_samples": run.task.bad_samples.skipped(),
         "finetune_epochs": finetune_epochs(cfg, spec),
+        "finetune_batches": _finetune_batches(cfg, spec),
         # classification: the folded model's validation cross-entropy (nats per image)
         "nll": round(run.metrics["folded"]["nll"], 6) if "nll" in run.metrics["folded"] else "",
         "fp_hash": run.fp_hash,
@@ -123,6 +124,13 @@ def spec_columns(spec: QuantSpec) -> dict[str, Any]:
     if "groups" not in knobs:
         columns["groups"] = 1
     return columns
+
+
+def _finetune_batches(cfg: DictConfig, spec: QuantSpec) -> int | str:
+    """Batches per fine-tuning epoch; empty where the stages take whole epochs or the run
+    does not fine-tune."""
+    batches = stage_batches(cfg.trainer, "qat")
+    return "" if batches is None or finetune_epochs(cfg, spec) == 0 else batches
 
 
 def _score(run: Run, name: str) -> float | None:
