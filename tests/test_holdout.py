@@ -11,6 +11,8 @@ import torch
 from cli_runner import gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
 from test_data_classification import make_task
+from torch import nn
+from torch.utils.data import Dataset
 
 from gdrq_bench.cli import CONFIG_DIR
 from gdrq_bench.data.digits import prepare_digits
@@ -73,13 +75,50 @@ def test_segmentation_holds_out_scenes_seen_as_evaluation_scenes(tmp_path: Path)
     assert task.train_set.dataset.train and everything.holdout_loader() is None
 
 
-def test_a_task_that_holds_out_nothing_refuses_the_key(tmp_path: Path) -> None:
+class _Oracle(nn.Module):
+    """A detector that finds exactly the annotated boxes of each image it was shown."""
+
+    def __init__(self, scenes: Dataset) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))  # a device to be on
+        self.answers = {
+            image.numpy().tobytes(): {
+                "boxes": target["boxes"],
+                "labels": target["labels"],
+                "scores": torch.ones(len(target["labels"])),
+            }
+            for image, target in (scenes[i] for i in range(len(scenes)))
+        }
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [self.answers[image.cpu().numpy().tobytes()] for image in images]
+
+
+@pytest.mark.parametrize(("layout", "metric"), [("coco", "bbox_ap"), ("voc", "map50")])
+def test_detection_holds_out_scenes_scored_against_the_training_annotations(
+    tmp_path: Path, layout: str, metric: str
+) -> None:
+    """A plain draw of the training scenes, read without the training flip; a detector that
+    finds exactly their annotated boxes scores 100 on them, so the held-out images are
+    scored against the training split's annotations (COCO's file, VOC's XML), not the
+    evaluation split's."""
+    overrides = [f"cache_dir={tmp_path}", "task=detection", f"dataset.format={layout}"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "config", overrides=[f"cache_dir={tmp_path}", "task=detection", "dataset.holdout=20"]
+        full, held = (
+            compose("config", overrides=[*overrides, *extra])
+            for extra in ([], ["dataset.holdout=12"])
         )
-    with pytest.raises(ConfigError, match=r"^dataset\.holdout=20: task=detection holds out"):
-        prepare_run(cfg, tmp_path / "run")
+    everything = prepare_run(full, tmp_path / "a").task
+    task = prepare_run(held, tmp_path / "b").task
+    assert len(task.train_set) + len(task.holdout_set) == len(everything.train_set)
+    assert set(task.holdout_set.indices).isdisjoint(task.train_set.indices)
+    assert len(task.holdout_set) == 12 and not task.holdout_set.dataset.train
+    assert task.train_set.dataset.train and everything.holdout_loader() is None
+    oracle = _Oracle(task.holdout_set)
+    assert task.evaluate(oracle, task.holdout_loader())[metric] == pytest.approx(100.0)
+    # the oracle knows no evaluation image: it fails there, so scoring did read held-out ones
+    with pytest.raises(KeyError):
+        task.evaluate(oracle, task.eval_loader())
 
 
 @pytest.mark.slow

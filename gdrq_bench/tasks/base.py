@@ -52,8 +52,8 @@ class Task(ABC):
         self.setup(cache_dir)
         if dataset.holdout and self.holdout_set is None:
             raise ConfigError(
-                f"dataset.holdout={dataset.holdout}: task={self.name} holds out no images yet "
-                "(classification and segmentation do); use dataset.holdout=0"
+                f"dataset.holdout={dataset.holdout}: task={self.name} holds out no images "
+                "(its setup makes no held-out set); use dataset.holdout=0"
             )
 
     @abstractmethod

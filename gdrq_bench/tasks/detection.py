@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from gdrq_bench.config import (
     DetectionDatasetConfig,
 )
+from gdrq_bench.data.bad_samples import GuardedDataset
 from gdrq_bench.data.detection import CocoDetectionSet, VocDetectionSet, collate_detection
+from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
 from gdrq_bench.data.voc import VOC_CLASSES
 from gdrq_bench.errors import check_choice
@@ -36,32 +38,39 @@ DetectionSet = CocoDetectionSet | VocDetectionSet
 
 def load_detection_sets(
     dataset: DetectionDatasetConfig,
-) -> tuple[DetectionSet, DetectionSet]:
-    """(train, eval) sets; shapes scenes are generated into root first."""
+) -> tuple[DetectionSet, DetectionSet, DetectionSet | None]:
+    """(train, eval, the training split read as evaluation images: no flip) sets, the last
+    only under dataset.holdout; shapes scenes are generated into root first."""
     check_choice("dataset.name", dataset.name, DATASET_NAMES)
     check_choice("dataset.format", dataset.format, FORMATS)
     root = Path(dataset.root).expanduser()
     classes = dataset.classes
+    tree = None
     if dataset.name == "shapes":
         tree = prepare_shapes(root, dataset.image_size)
         if dataset.format == "voc":
             root, classes = voc_root(tree), SHAPE_CLASSES
-    splits = {True: dataset.train_split, False: dataset.val_split}
-    if dataset.format == "voc":
-        sets = [
-            VocDetectionSet(root, list(dataset.years), splits[train], classes or VOC_CLASSES, train)
-            for train in (True, False)
-        ]
-    else:
-        sets = []
-        for train in (True, False):
-            if dataset.name == "shapes":
-                image_dir, annotation_file = coco_paths(tree, splits[train])
-            else:
-                image_dir = root / dataset.image_dir.format(split=splits[train])
-                annotation_file = root / dataset.annotation_file.format(split=splits[train])
-            sets.append(CocoDetectionSet(image_dir, annotation_file, train))
-    return sets[0], sets[1]
+
+    def load(split: str, train: bool) -> DetectionSet:
+        if dataset.format == "voc":
+            return VocDetectionSet(root, list(dataset.years), split, classes or VOC_CLASSES, train)
+        if tree is not None:
+            image_dir, annotation_file = coco_paths(tree, split)
+        else:
+            image_dir = root / dataset.image_dir.format(split=split)
+            annotation_file = root / dataset.annotation_file.format(split=split)
+        return CocoDetectionSet(image_dir, annotation_file, train)
+
+    seen_as_eval = load(dataset.train_split, False) if dataset.holdout else None
+    return load(dataset.train_split, True), load(dataset.val_split, False), seen_as_eval
+
+
+def _source(images: Dataset) -> DetectionSet:
+    """The detection set a loader's images come from, through its wrappers (the bad-sample
+    guard, the evaluation cap's and the held-out split's Subsets)."""
+    while isinstance(images, Subset | GuardedDataset):
+        images = images.dataset
+    return images
 
 
 class DetectionTask(Task):
@@ -73,7 +82,11 @@ class DetectionTask(Task):
         task, dataset, model = self.task_config, self.dataset_config, self.model_config
         check_detector(task.detector, model.name, task.quantize)
         check_choice("task.voc_ap", task.voc_ap, VOC_AP)
-        self.train_set, self.eval_set = load_detection_sets(dataset)
+        self.train_set, self.eval_set, seen_as_eval = load_detection_sets(dataset)
+        if seen_as_eval is not None:  # scenes hold many classes: a plain draw, one stratum
+            self.train_set, self.holdout_set = split_holdout(
+                self.train_set, seen_as_eval, [0] * len(seen_as_eval), dataset.holdout
+            )
         self.metric = "bbox_ap" if dataset.format == "coco" else "map50"
         self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
 
@@ -81,7 +94,7 @@ class DetectionTask(Task):
         return build_detector(
             self.task_config.detector,
             self.model_config.name,
-            self.train_set.num_classes,
+            self.eval_set.num_classes,
             self.dataset_config.image_size,
             self.model_config.pretrained,
             self.weights_dir,
@@ -98,18 +111,21 @@ class DetectionTask(Task):
         self, model: nn.Module, loader: DataLoader, predictions_path: Path | None = None
     ) -> dict[str, float]:
         """Detect on the loader's images, write the detections as COCO results (original
-        category ids; VOC images are named by their file stem) and score them."""
+        category ids; VOC images are named by their file stem) and score them against the
+        annotations of the split they come from (held-out training images: the training
+        annotations)."""
+        source = _source(loader.dataset)
         detections, targets = self._detect(model, loader)
         results = [
             result
             for target, detection in zip(targets, detections, strict=True)
-            for result in self._coco_results(target, detection)
+            for result in self._coco_results(source, target, detection)
         ]
         if predictions_path is not None:
             write_json(predictions_path, results)
-        if isinstance(self.eval_set, CocoDetectionSet):
+        if isinstance(source, CocoDetectionSet):
             image_ids = [int(target["image_id"]) for target in targets]
-            return coco_bbox_stats(self.eval_set.coco, results, image_ids)
+            return coco_bbox_stats(source.coco, results, image_ids)
         return self._voc_metrics(detections, targets)
 
     def _detect(
@@ -124,10 +140,10 @@ class DetectionTask(Task):
                 targets += batch_targets
         return detections, targets
 
+    @staticmethod
     def _coco_results(
-        self, target: dict[str, Tensor], detection: dict[str, Tensor]
+        dataset: DetectionSet, target: dict[str, Tensor], detection: dict[str, Tensor]
     ) -> list[dict[str, Any]]:
-        dataset = self.eval_set
         if isinstance(dataset, CocoDetectionSet):
             image_id: int | str = int(target["image_id"])
             categories = [dataset.label_to_category(int(label)) for label in detection["labels"]]
