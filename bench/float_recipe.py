@@ -1,16 +1,17 @@
 """The float recipe: how many epochs each float model of a preset needs, chosen on validation.
 
     python bench/float_recipe.py run [--preset bench_fashion] [--holdout 5000]
-        [--epochs 8,12,18,27] [--jobs 2]
-    python bench/float_recipe.py table [--results bench/results/float_recipe/classification.csv]
+        [--epochs 8,12,18,27] [--jobs 2] [--results bench/results/float_recipe]
+    python bench/float_recipe.py table [--results bench/results/float_recipe]
 
 `run` trains each float model of a sweep preset (bench/accuracy.py's float_commands: the
 preset's overrides and the grid's float recipe) once per number of epochs E, with --holdout
-training images held out as a validation split (`dataset.holdout`, stratified) and its rows
-in bench/results/float_recipe/:
+training images held out as a validation split (`dataset.holdout`: stratified by class for
+classification, a plain draw of detection and segmentation scenes) and its rows in --results
+(one table per task):
 
     gdrq-run <preset overrides> dataset.holdout=N bits=32 <model's overrides>
-        trainer.fp.epochs=E results_dir=bench/results/float_recipe
+        trainer.fp.epochs=E results_dir=<--results>
 
 (the preset's trainer.fp.epochs and results_dir replaced). It goes in rounds, the fewest
 epochs first, each round every model's run at that E, --jobs processes of cores / jobs
@@ -20,11 +21,11 @@ that already has a row (its `command` column, as gdrq-run records it, `trainer.r
 aside) is skipped, and the bench's runs resume from their last epoch's checkpoint
 (bench/accuracy.py passes trainer.resume=true): a stopped run continues where it stopped.
 
-`table` prints per float model its curve (epochs, validation top1 on the held-out images,
-test top1, training minutes) and the recipe chosen on the validation top1 only (`plateau`):
-plateau at E, the smallest E whose next longer run E' (the shortest run with E' >= 1.5 E)
-gains less than 0.1 points. The test top1 is shown for information: a recipe chosen on it
-would be tuned to the images the accuracy tables report.
+`table` prints per float model its curve (epochs, the task's metric on the held-out images
+and on the evaluation split, training minutes) and the recipe chosen on the validation figure
+only (`plateau`): plateau at E, the smallest E whose next longer run E' (the shortest run with
+E' >= 1.5 E) gains less than 0.1 points. The evaluation split's figure is shown for
+information: a recipe chosen on it would be tuned to the images the tables report.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, w
 from accuracy import Job, float_commands, recorded, run_jobs, without_resume
 
 RESULTS_DIR = Path("bench/results/float_recipe")
-RESULTS = RESULTS_DIR / "classification.csv"
 FLOAT_BITS = "bits=32"
 EPOCHS = "trainer.fp.epochs="
 REPLACED = ("dataset.holdout=", EPOCHS, "results_dir=")  # set here, whatever the preset says
@@ -81,13 +81,18 @@ def recipe_commands(
     ]
 
 
-def recorded_commands(results: Path) -> set[str]:
-    """The `command` of every row of `results` (none if it does not exist yet), as
-    `recorded` spells it."""
-    if not results.is_file():
-        return set()
-    with results.open(newline="") as table:
-        return {without_resume(row["command"]) for row in csv.DictReader(table)}
+def tables(results_dir: Path) -> list[Path]:
+    """The results tables of `results_dir`, one per task (none if it does not exist yet)."""
+    return sorted(results_dir.glob("*.csv"))
+
+
+def recorded_commands(results_dir: Path) -> set[str]:
+    """The `command` of every row of the tables in `results_dir`, as `recorded` spells it."""
+    commands = set()
+    for path in tables(results_dir):
+        with path.open(newline="") as table:
+            commands |= {without_resume(row["command"]) for row in csv.DictReader(table)}
+    return commands
 
 
 def epochs_of(command: Sequence[str]) -> int | None:
@@ -103,19 +108,18 @@ def run(
     jobs: int,
     results_dir: Path = RESULTS_DIR,
 ) -> None:
-    """Run every float recipe without a row in results_dir/classification.csv, in rounds of
-    one number of epochs, the fewest first; a model whose plateau its rows already show gets
-    no longer runs."""
+    """Run every float recipe without a row in results_dir's tables, in rounds of one number
+    of epochs, the fewest first; a model whose plateau its rows already show gets no longer
+    runs."""
     commands = recipe_commands(preset_name, holdout, epochs, jobs, results_dir)
-    results = results_dir / "classification.csv"
-    done = recorded_commands(results)
+    done = recorded_commands(results_dir)
     todo = [command for command in commands if recorded(command) not in done]
     for command in commands:
         state = "to go" if command in todo else "skipped, has a row"
         print(f"bench/float_recipe.py: {state}: {recorded(command)}", file=sys.stderr)
     print(
         f"bench/float_recipe.py: at most {len(todo)} float runs to go "
-        f"({len(commands) - len(todo)} already in {results})",
+        f"({len(commands) - len(todo)} already in {results_dir})",
         file=sys.stderr,
         flush=True,
     )
@@ -126,7 +130,7 @@ def run(
 
     failed = []
     for count in sorted(set(map(epochs_of, todo))):
-        settled = plateaus(results)
+        settled = plateaus(results_dir)
         round_ = [
             command
             for command in todo
@@ -144,12 +148,10 @@ def run(
         sys.exit("bench/float_recipe.py: runs failed: " + "; ".join(failed))
 
 
-def plateaus(results: Path) -> dict[str, str]:
-    """The curves of `results` whose plateau is found: template -> the finding."""
-    if not results.is_file():
-        return {}
+def plateaus(results_dir: Path) -> dict[str, str]:
+    """The curves of results_dir's tables whose plateau is found: template -> the finding."""
     found = {}
-    for curve in curves(results):
+    for curve in curves(results_dir):
         at = plateau({point.epochs: point.val for point in curve.points})
         if at is not None:
             found[curve.template] = f"plateau at {at.at} epochs ({at.longer} gain {at.gain:+.2f})"
@@ -159,7 +161,7 @@ def plateaus(results: Path) -> dict[str, str]:
 class Plateau(NamedTuple):
     at: int  # E
     longer: int  # E', the shortest run with E' >= MIN_STEP * E
-    gain: float  # its validation top1 minus E's
+    gain: float  # its validation score minus E's
 
 
 def next_longer(epochs: Sequence[int], count: int) -> int | None:
@@ -168,7 +170,7 @@ def next_longer(epochs: Sequence[int], count: int) -> int | None:
 
 
 def plateau(validation: Mapping[int, float]) -> Plateau | None:
-    """The smallest E (epochs, of `validation`: epochs -> validation top1) whose next longer
+    """The smallest E (epochs, of `validation`: epochs -> validation score) whose next longer
     run E' (the shortest with E' >= 1.5 E) gains less than 0.1 points; None if no E does.
     Gains are rounded to the row's 4 decimals, so 91.3 over 91.2 is a gain of 0.1, not
     0.0999...: a tie with the threshold is no plateau."""
@@ -184,7 +186,7 @@ def plateau(validation: Mapping[int, float]) -> Plateau | None:
 
 @dataclass(frozen=True)
 class Point:
-    """One run of a curve: its epochs, validation and test top1, training seconds (None
+    """One run of a curve: its epochs, validation and test score, training seconds (None
     where its float model came from the cache and was not timed)."""
 
     epochs: int
@@ -193,16 +195,16 @@ class Point:
     train_s: float | None
 
 
-def choice(points: Sequence[Point]) -> str:
-    """The recipe chosen on the validation figures by `plateau`, then a note on runs whose
-    training exceeds about 3 hours of one core."""
+def choice(points: Sequence[Point], metric: str = "top1") -> str:
+    """The recipe chosen on the validation figures (of `metric`) by `plateau`, then a note on
+    runs whose training exceeds about 3 hours of one core."""
     by_epochs = {point.epochs: point for point in points}
     found = plateau({e: point.val for e, point in by_epochs.items()})
     ordered = sorted(by_epochs)
     if found is not None:
         text = (
             f"plateau at {found.at} epochs: {found.longer} epochs gain {found.gain:+.2f} points "
-            f"of validation top1 (< {MIN_GAIN})."
+            f"of validation {metric} (< {MIN_GAIN})."
         )
     elif len(ordered) == 1:
         text = f"no plateau yet: one run only ({ordered[0]} epochs)."
@@ -219,7 +221,7 @@ def choice(points: Sequence[Point]) -> str:
         took = ", ".join(f"{p.epochs} epochs {p.train_s / 3600:.1f} h" for p in over)
         fit = (
             f"the longest recipe that fits about 3 hours of one core is {longest.epochs} epochs "
-            f"(validation top1 {longest.val:.2f})"
+            f"(validation {metric} {longest.val:.2f})"
             if longest is not None
             else "no timed run fits about 3 hours of one core"
         )
@@ -231,6 +233,7 @@ def choice(points: Sequence[Point]) -> str:
 class Curve:
     dataset: str
     model: str
+    metric: str  # the task's: top1, bbox_ap, map50, miou
     template: str  # the command with its epochs as E
     val_samples: int
     points: list[Point]
@@ -253,10 +256,14 @@ def _point(runs: pd.DataFrame) -> Point:
     return Point(int(latest.epochs), float(latest.val_fp), float(latest.fp), train_s)
 
 
-def curves(results: Path) -> list[Curve]:
-    """The float runs of `results` with a validation score and their epochs on the command
-    line, one curve per command that differs only in its epochs, in the table's order."""
-    rows = pd.read_csv(results)
+def curves(results_dir: Path) -> list[Curve]:
+    """The float runs of results_dir's tables with a validation score and their epochs on the
+    command line, one curve per command that differs only in its epochs, in the tables'
+    order."""
+    read = [pd.read_csv(path) for path in tables(results_dir)]
+    if not read:
+        return []
+    rows = pd.concat(read, ignore_index=True)
     rows = rows[(rows.w_bits == 32) & (rows.a_bits == 32) & rows.val_fp.notna()]
     rows = rows[rows.failed.isna()].copy()
     rows["epochs"] = [epochs_of(shlex.split(command)) for command in rows.command]
@@ -268,7 +275,15 @@ def curves(results: Path) -> list[Curve]:
         first = runs.iloc[0]
         shas = sorted(runs.git_sha.astype(str).unique())
         found.append(
-            Curve(first.dataset, first.model, template, int(first.val_samples), points, shas)
+            Curve(
+                first.dataset,
+                first.model,
+                first.metric,
+                template,
+                int(first.val_samples),
+                points,
+                shas,
+            )
         )
     return found
 
@@ -279,14 +294,16 @@ def _minutes(seconds: float | None) -> str:
 
 def curve_table(curve: Curve) -> str:
     """A curve's heading, its command, its runs as a Markdown table and the chosen recipe."""
+    metric = curve.metric
+    top1 = metric == "top1"
     lines = [
         f"### {curve.dataset}, {curve.model}: float epochs, chosen on "
         f"{curve.val_samples:,} held-out training images",
         "",
-        f"`{curve.template}`; code {', '.join(curve.shas)}. One held-out image is "
-        f"{100 / curve.val_samples:.3g} points.",
+        f"`{curve.template}`; code {', '.join(curve.shas)}."
+        + (f" One held-out image is {100 / curve.val_samples:.3g} points." if top1 else ""),
         "",
-        f"| epochs | validation top1 ({curve.val_samples:,} images) | test top1 "
+        f"| epochs | validation {metric} ({curve.val_samples:,} images) | test {metric} "
         "(information only) | train min |",
         "|---:|---:|---:|---:|",
     ]
@@ -296,17 +313,18 @@ def curve_table(curve: Curve) -> str:
     ]
     rule = (
         f"the smallest E whose next longer run E' (the shortest with E' >= {MIN_STEP} E) gains "
-        f"less than {MIN_GAIN} points of validation top1"
+        f"less than {MIN_GAIN} points of validation {metric}"
     )
-    return "\n".join([*lines, "", f"Chosen on validation ({rule}): {choice(curve.points)}"])
+    chosen = choice(curve.points, metric)
+    return "\n".join([*lines, "", f"Chosen on validation ({rule}): {chosen}"])
 
 
-def table(results: Path) -> None:
+def table(results_dir: Path) -> None:
     """The curves of the rows present: none yet says so (make_results --tables-only on a
     clone where the runs have not been made)."""
-    found = curves(results) if results.is_file() else []
+    found = curves(results_dir)
     if not found:
-        print(f"No float run with a validation score and its epochs in {results} yet.")
+        print(f"No float run with a validation score and its epochs in {results_dir} yet.")
     for curve in found:
         print(curve_table(curve) + "\n")
 
@@ -325,10 +343,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--holdout", type=int, default=5000, help="training images held out")
     parser.add_argument("--epochs", type=_epochs, default=[8, 12, 18, 27], help="e.g. 8,12,18")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--results", type=Path, default=RESULTS, help="table: the rows read")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS_DIR, help="where the rows are (a task's table each)"
+    )
     args = parser.parse_args(argv)
     if args.action == "run":
-        run(args.preset, args.holdout, args.epochs, args.jobs)
+        run(args.preset, args.holdout, args.epochs, args.jobs, args.results)
     else:
         table(args.results)
 

@@ -51,13 +51,18 @@ def steps(jobs: int) -> list[Step]:
             "Fashion-MNIST's 60,000 training images less 5,000 held out as a validation split "
             "(`dataset.holdout=5000`: stratified by class, a fixed draw), each float model of "
             "the accuracy step (ResNet-20, the 32x32 MobileNetV2) trained by `trainer=fashion` "
-            "for 8, 12, 18 and 27 epochs (`trainer.fp.epochs`), --jobs runs at once (2 on 2 "
-            "cores: one thread each). train min is the float stage's wall time on the shared "
-            'machine ("cached": a float model reused from the cache, not timed). The recipe is '
-            "chosen on the validation top1 alone: plateau at E, the smallest E whose next "
-            "longer run E' (the shortest with E' >= 1.5 E) gains less than 0.1 points; the "
-            "test top1 (the 10,000 test images the accuracy tables report) is shown for "
-            "information only. Rows in bench/results/float_recipe/.",
+            "for 8, 12, 18 and 27 epochs (`trainer.fp.epochs`); the embedded shapes scenes' "
+            "192 training scenes less 64 held out (a plain draw), each float model of the "
+            "README's shapes tables (preset bench_shapes: RetinaNet ResNet-18, LR-ASPP "
+            "MobileNetV3, DeepLabV3 ResNet-50) trained by its task's trainer for 12, 18, 27, 40 "
+            "and 60 epochs. --jobs runs at once (2 on 2 cores: one thread each), in rounds of "
+            "one number of epochs, the fewest first; a network whose plateau is found gets no "
+            "longer runs. train min is the float stage's wall time on the shared machine "
+            '("cached": a float model reused from the cache, not timed). The recipe is chosen '
+            "on the validation figure alone: plateau at E, the smallest E whose next longer run "
+            "E' (the shortest with E' >= 1.5 E) gains less than 0.1 points; the evaluation "
+            "split's figure (the images the tables report) is shown for information only. Rows "
+            "in bench/results/float_recipe/.",
             (
                 (
                     PY,
@@ -65,6 +70,19 @@ def steps(jobs: int) -> list[Step]:
                     "run",
                     "--preset",
                     "bench_fashion",
+                    "--jobs",
+                    str(jobs),
+                ),
+                (
+                    PY,
+                    "bench/float_recipe.py",
+                    "run",
+                    "--preset",
+                    "bench_shapes",
+                    "--holdout",
+                    "64",
+                    "--epochs",
+                    "12,18,27,40,60",
                     "--jobs",
                     str(jobs),
                 ),

@@ -162,10 +162,10 @@ def test_run_goes_in_rounds_fewest_epochs_first_and_stops_a_model_at_its_plateau
     assert "plateau at 8 epochs (12 gain +0.05): gdrq-run " in printed
     assert "model=resnet20 trainer.fp.epochs=18" in printed.split("plateau at 8 epochs")[1]
     # the rows written with trainer.resume=true are the same curve as the row without it
-    (resnet, mobilenet) = float_recipe.curves(results)
+    (resnet, mobilenet) = float_recipe.curves(results_dir)
     assert [p.epochs for p in resnet.points] == [8, 12]
     assert [p.epochs for p in mobilenet.points] == [8, 12, 18]
-    assert float_recipe.recorded_commands(results) >= {done}
+    assert float_recipe.recorded_commands(results_dir) >= {done}
 
     monkeypatch.setattr(float_recipe, "run_jobs", lambda jobs, slots, after_each: ["a b"])
     with pytest.raises(SystemExit, match="runs failed: a b"):
@@ -192,11 +192,24 @@ def test_table_shows_each_curve_and_the_recipe_chosen_on_validation(tmp_path: Pa
     results = tmp_path / "classification.csv"
     for row in rows:
         append_row(results, row)
-    curves = float_recipe.curves(results)
+    # another task's table in the same folder: its own metric, no images-to-points note
+    detector = "gdrq-run dataset.holdout=64 bits=32 task=detection model=resnet18"
+    for epochs, val in ((12, 20.0), (18, 24.5)):
+        detection = _float_row(f"{detector} trainer.fp.epochs={epochs}", val, val + 1, 600.0)
+        detection.update(task="detection", dataset="shapes", model="resnet18", metric="bbox_ap")
+        append_row(tmp_path / "detection.csv", detection | {"val_samples": 64})
+    curves = float_recipe.curves(tmp_path)
     assert [(curve.model, len(curve.points)) for curve in curves] == [
         ("resnet20", 3),
         ("mobilenet_v2_cifar", 2),
+        ("resnet18", 2),
     ]
+    detector_text = float_recipe.curve_table(curves[2])
+    assert "| epochs | validation bbox_ap (64 images) | test bbox_ap (information only) |" in (
+        detector_text
+    )
+    assert "held-out image is" not in detector_text
+    assert detector_text.endswith("+4.50 points over the previous (12 epochs).")
     resnet_text = float_recipe.curve_table(curves[0])
     assert resnet_text.startswith(
         "### fashion_mnist, resnet20: float epochs, chosen on 5,000 held-out training images\n\n"
@@ -238,17 +251,17 @@ def test_table_command_prints_the_curves_and_says_when_there_are_none(
     tmp_path: Path, capsys
 ) -> None:
     results = tmp_path / "classification.csv"
-    float_recipe.main(["table", "--results", str(results)])  # no table yet
+    float_recipe.main(["table", "--results", str(tmp_path)])  # no table yet
     assert "No float run with a validation score and its epochs" in capsys.readouterr().out
     command = "gdrq-run dataset.holdout=5000 bits=32 model=resnet20 trainer.fp.epochs=8"
     append_row(results, _float_row(command, 92.0, 92.5, 2160.0))
-    float_recipe.main(["table", "--results", str(results)])
+    float_recipe.main(["table", "--results", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "| 8 | 92.00 | 92.50 | 36.0 |" in printed
     assert "no plateau yet: one run only (8 epochs)." in printed
     results.unlink()  # a float run that does not name its epochs: not on a curve
     append_row(results, _float_row(command.replace(" trainer.fp.epochs=8", ""), 92.0, 92.5, 1.0))
-    float_recipe.main(["table", "--results", str(results)])
+    float_recipe.main(["table", "--results", str(tmp_path)])
     assert "No float run with a validation score and its epochs" in capsys.readouterr().out
 
 
@@ -269,4 +282,5 @@ def test_epochs_argument_and_the_make_results_step() -> None:
         "--jobs",
         "3",
     )
+    assert recipe.commands[1][1:5] == ("bench/float_recipe.py", "run", "--preset", "bench_shapes")
     assert recipe.commands[-1][1:] == ("bench/float_recipe.py", "table")  # --tables-only's
