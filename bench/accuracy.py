@@ -70,14 +70,15 @@ METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside 
 REFERENCE = "gdrq"
 BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
+CLASSIFICATION = "classification.csv"  # the task whose runs keep per-image results
 RESUME = "trainer.resume=true"  # not in the run key: the same run, continued
 POLL_S = 1.0  # how often run_jobs looks for finished runs
 
 
-def results_of(preset_name: str) -> Path:
-    """The classification table a preset's runs append to (its results_dir override)."""
+def results_dir_of(preset_name: str) -> Path:
+    """Where a preset's runs append their rows (its results_dir override): a table per task."""
     overrides = dict(str(o).split("=", 1) for o in load_preset(preset_name).overrides)
-    return Path(overrides.get("results_dir", "results")) / "classification.csv"
+    return Path(overrides.get("results_dir", "results"))
 
 
 def without_resume(command: str) -> str:
@@ -151,14 +152,17 @@ def method_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[
     return [[*common, *run] for run in _runs_of(grid)]
 
 
-def finished_runs(results: Path, dataset: str) -> set[str]:
-    """The recorded commands that already have a latest row of `dataset` and its per-image
-    results kept (a row whose vector was lost is run again: the table needs it)."""
-    if not results.is_file():
-        return set()
-    rows = latest_rows(results, dataset)
-    rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
-    return set(rows.command.map(without_resume))
+def finished_runs(results_dir: Path) -> set[str]:
+    """The recorded commands that already have a latest row in one of results_dir's tables,
+    and, for classification, its per-image results kept (a row whose vector was lost is run
+    again: the table's intervals need it)."""
+    finished = set()
+    for results in sorted(results_dir.glob("*.csv")):
+        rows = latest_rows(results)
+        if results.name == CLASSIFICATION:
+            rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
+        finished |= set(rows.command.map(without_resume))
+    return finished
 
 
 @dataclasses.dataclass
@@ -203,10 +207,10 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
     """The float runs, then grid by grid its runs and their Brevitas twins, each run started
     as soon as its float model is built; a run whose row and per-image results are already
     kept is skipped unless `redo` (a stopped bench resumes)."""
-    preset, results = load_preset(preset_name), results_of(preset_name)
-    dataset = dataset_of(preset_name)
-    keep_correctness(results, dataset)
-    finished = set() if redo else finished_runs(results, dataset)
+    preset, results_dir = load_preset(preset_name), results_dir_of(preset_name)
+    results = results_dir / CLASSIFICATION
+    keep_correctness(results)
+    finished = set() if redo else finished_runs(results_dir)
     floats = float_commands(preset_name, jobs)
     queue = [Job(command, gives=float_key(command)) for command in floats]
     twins = preset.get("brevitas_grids", range(len(preset.grids)))
@@ -222,26 +226,23 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
     done = sum(map(len, grids)) - len(todo)
     print(
         f"bench/accuracy.py: {len(floats)} float and {len(todo)} quantized runs to go "
-        f"({done} already in {results})",
+        f"({done} already in {results_dir})",
         file=sys.stderr,
         flush=True,
     )
-    failed = run_jobs(queue, jobs, after_each=lambda: keep_correctness(results, dataset))
+    failed = run_jobs(queue, jobs, after_each=lambda: keep_correctness(results))
     if failed:
         sys.exit("bench/accuracy.py: runs failed: " + "; ".join(failed))
 
 
-def dataset_of(preset_name: str) -> str:
-    """The data set a preset's runs use (gdrq-run's default: digits)."""
-    overrides = dict(str(o).split("=", 1) for o in load_preset(preset_name).overrides)
-    return overrides.get("dataset", "digits")
-
-
-def latest_rows(results: Path, dataset: str) -> pd.DataFrame:
-    """The latest row of each model, method, bit-width and seed of `dataset` (a table of an
-    earlier version reads with the newer columns empty; rows marked failed are left out)."""
+def latest_rows(results: Path, dataset: str | None = None) -> pd.DataFrame:
+    """The latest row of each configuration, float model and seed (of `dataset`; None: of
+    every data set) in a results table (a table of an earlier version reads with the newer
+    columns empty; rows marked failed are left out)."""
     rows = pd.read_csv(results).reindex(columns=COLUMNS)
-    rows = rows[(rows.dataset == dataset) & rows.failed.isna()].copy()
+    if dataset is not None:
+        rows = rows[rows.dataset == dataset]
+    rows = rows[rows.failed.isna()].copy()
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
     rows["deployed"] = rows.folded.fillna(rows.quant)  # Brevitas has no folded model
     # a configuration: its spec_hash (rows from before it: model, method and bits), within
@@ -286,12 +287,12 @@ def kept_path(results: Path, run_id: str) -> Path:
     return results.parent / "correct" / f"{run_id}.json"
 
 
-def keep_correctness(results: Path, dataset: str) -> None:
+def keep_correctness(results: Path) -> None:
     """Keep each latest row's per-image right/wrong (bits, base64) from its run directory's
     predictions.json, where it is not kept yet."""
     if not results.is_file():
         return
-    rows = latest_rows(results, dataset)
+    rows = latest_rows(results)
     for run_id, run_dir in zip(rows.run_id, rows.run_dir.astype(str), strict=True):
         kept, predictions = kept_path(results, run_id), Path(run_dir) / "predictions.json"
         if kept.is_file() or not predictions.is_file():
@@ -467,13 +468,23 @@ def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
     )
 
 
-def table(results: Path, dataset: str) -> None:
+def tables(results_dir: Path, dataset: str | None = None) -> None:
+    """The tables of every task table in results_dir (of `dataset` only, if given):
+    classification's with the intervals, the other tasks' with their metric's spread."""
+    found = sorted(results_dir.glob("*.csv"))
+    if not found:
+        print(f"No rows in {results_dir} yet: bench/accuracy.py run makes them.")
+    for results in found:
+        if results.name == CLASSIFICATION:
+            table(results, dataset)
+        else:
+            scores_table(results, dataset)
+
+
+def table(results: Path, dataset: str | None = None) -> None:
     """Per network and float model, a table per fine-tuning budget (the longer-budget grid's
     apart), each with its validation-split table where the runs held images out."""
-    if not results.is_file():
-        print(f"No rows in {results} yet: bench/accuracy.py run makes them.")
-        return
-    keep_correctness(results, dataset)
+    keep_correctness(results)
     rows = latest_rows(results, dataset)
     for (model, _), model_rows in rows.groupby(["model", "float_model"], sort=False):
         floats = model_rows[model_rows.bits == "W32A32"]
@@ -495,6 +506,47 @@ def table(results: Path, dataset: str) -> None:
             held_out = budget_rows[budget_rows.val_samples.notna()]
             if not held_out.empty:
                 print(validation_table(held_out) + "\n")
+
+
+def scores_table(results: Path, dataset: str | None = None) -> None:
+    """A detection or segmentation table: per network, float model and fine-tuning budget,
+    per bit-width and method the deployed model's metric, drop and drop_ft as mean ± sample
+    std (n seeds), and the same on the held-out validation scenes. No interval: these tasks
+    keep no per-image results, and their metrics (AP, mIoU) are not means over images."""
+    rows = latest_rows(results, dataset)
+    for (task, dataset_name, model, _), model_rows in rows.groupby(
+        ["task", "dataset", "model", "float_model"], sort=False
+    ):
+        metric = model_rows.metric.iloc[-1]
+        floats = model_rows[model_rows.bits == "W32A32"]
+        shas = ", ".join(sorted(model_rows.git_sha.astype(str).unique()))
+        float_line = (
+            f"float {metric} {floats.fp.iloc[-1]:.2f}, on the held-out scenes "
+            f"{floats.val_fp.iloc[-1]:.2f} (`{without_resume(floats.command.iloc[-1])}`)"
+            if not floats.empty
+            else f"float {metric} {model_rows.fp.iloc[-1]:.2f}"
+        )
+        print(f"### {task}, {dataset_name}, {model}\n\n{float_line}; code {shas}.\n")
+        quantized = model_rows[model_rows.bits != "W32A32"]
+        for budget, budget_rows in quantized.groupby("budget", sort=False):
+            print(f"Fine-tuning budget: {budget}.\n")
+            print(
+                f"| bits | method | {metric} (n) | drop | drop_ft | validation {metric} | "
+                "validation drop_ft |\n|---|---|---:|---:|---:|---:|---:|"
+            )
+            for bits in bits_order(budget_rows.bits):
+                at_bits = budget_rows[budget_rows.bits == bits]
+                for method in methods_in(at_bits):
+                    group = at_bits[at_bits.method == method]
+                    cells = [
+                        _spread(group.deployed),
+                        _spread(group.fp - group.deployed),
+                        _spread(group.fp_ft - group.deployed),
+                        _spread(group.val_folded),
+                        _spread(group.val_fp_ft - group.val_folded),
+                    ]
+                    print(f"| {bits} | {method} | " + " | ".join(cells) + " |")
+            print()
 
 
 def validation_table(rows: pd.DataFrame) -> str:
@@ -522,9 +574,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("run", "table"))
     parser.add_argument("--preset", default="bench_fashion")
-    parser.add_argument("--dataset", help="table: whose rows (default: the preset's)")
+    parser.add_argument("--dataset", help="table: only this data set's rows (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--results", type=Path, help="table: the rows read (the preset's)")
+    parser.add_argument(
+        "--results", type=Path, help="table: the folder of tables read (the preset's results_dir)"
+    )
     parser.add_argument(
         "--redo", action="store_true", help="run again what already has a row (run: skipped)"
     )
@@ -532,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "run":
         run(args.preset, args.jobs, args.redo)
     else:
-        table(args.results or results_of(args.preset), args.dataset or dataset_of(args.preset))
+        tables(args.results or results_dir_of(args.preset), args.dataset)
 
 
 if __name__ == "__main__":

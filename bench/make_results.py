@@ -1,6 +1,6 @@
 """`make bench`: run the benchmark steps and write bench/RESULTS.md from what they print.
 
-    python bench/make_results.py [--steps float_recipe,accuracy,digits,cost,export,eval]
+    python bench/make_results.py [--steps float_recipe,accuracy,digits,shapes,cost,export,eval]
         [--jobs 2] [--tables-only]
 
 Each step's commands run in turn; what the last command of a step prints (a Markdown table)
@@ -133,7 +133,33 @@ def steps(jobs: int) -> list[Step]:
             "(`fp_seed=0`), seeds 0, 1 and 2 at every width; columns as above.",
             (
                 (PY, "bench/accuracy.py", "run", "--preset", "bench_digits", "--jobs", str(jobs)),
-                (PY, "bench/accuracy.py", "table", "--preset", "bench_digits"),
+                (
+                    PY,
+                    "bench/accuracy.py",
+                    "table",
+                    "--preset",
+                    "bench_digits",
+                    "--dataset",
+                    "digits",
+                ),
+            ),
+        ),
+        Step(
+            "shapes",
+            "The embedded shapes scenes: detection and segmentation",
+            "The README's shapes networks (preset bench_shapes): RetinaNet ResNet-18 detection "
+            "(COCO layout, 128x128, box AP) and segmentation (LR-ASPP MobileNetV3-Large and "
+            "DeepLabV3 ResNet-50, 64x64, mIoU), GDRQ and min-max at W8A8 and W4A4, 64 of the "
+            "192 training scenes held out (the validation columns), the 64 evaluation scenes "
+            "for the others; each float model trained for the epochs its float recipe chose, "
+            "one seed (LR-ASPP: seeds 0-2); each task's trainer (6 fine-tuning epochs). drop_ft "
+            "is against the equal-budget float control. No interval: AP and mIoU are not means "
+            "over images, and these tasks keep no per-image results; the scenes are few (one "
+            "scene is many points), so only large differences mean anything. Rows in "
+            "bench/results/shapes/.",
+            (
+                (PY, "bench/accuracy.py", "run", "--preset", "bench_shapes", "--jobs", str(jobs)),
+                (PY, "bench/accuracy.py", "table", "--preset", "bench_shapes"),
             ),
         ),
         Step(
@@ -252,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="float_recipe,accuracy,digits,cost,export,eval")
     parser.add_argument(
-        "--jobs", type=int, default=2, help="runs at once (float_recipe, accuracy, digits)"
+        "--jobs", type=int, default=2, help="runs at once (float_recipe, accuracy, digits, shapes)"
     )
     parser.add_argument(
         "--tables-only", action="store_true", help="only the table commands, on the rows present"

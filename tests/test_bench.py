@@ -77,7 +77,7 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
     assert all("trainer.resume=true" in c for c in commands + methods + floats)
     assert all("resume" not in accuracy.recorded(c) for c in commands + methods)
     assert accuracy.recorded(commands[0]).startswith("python bench/brevitas_qat.py dataset=")
-    assert accuracy.results_of("bench_fashion") == Path("bench/results/fashion/classification.csv")
+    assert accuracy.results_dir_of("bench_fashion") == Path("bench/results/fashion")
 
 
 def _predictions(run_dir: Path, correct: np.ndarray) -> str:
@@ -134,7 +134,7 @@ def _rows(tmp_path: Path, runs: list[tuple] | None = None) -> Path:
 
 def test_model_table_keeps_the_latest_row_and_compares_with_gdrq(tmp_path: Path) -> None:
     results = _rows(tmp_path)
-    accuracy.keep_correctness(results, "fashion_mnist")
+    accuracy.keep_correctness(results)
     rows = accuracy.latest_rows(results, "fashion_mnist")
     table = accuracy.model_table(rows, results).splitlines()
     cells = [line.split(" | ") for line in table[2:] if line.startswith("|")]
@@ -200,7 +200,7 @@ def test_one_seed_cells_borrow_the_networks_pooled_seed_spread(tmp_path: Path) -
         ]
     runs += [("gdrq", 8, 0, 90.0, 90.0, good[0]), ("lsq", 8, 0, 90.0, 90.0, shifted[0])]
     results = _rows(tmp_path, runs)
-    accuracy.keep_correctness(results, "fashion_mnist")
+    accuracy.keep_correctness(results)
     rows = accuracy.latest_rows(results, "fashion_mnist")
     table = accuracy.model_table(rows, results).splitlines()
     cells = [line.split(" | ") for line in table if line.startswith("| W")]
@@ -227,7 +227,7 @@ def test_per_image_results_are_kept_beside_the_rows(tmp_path: Path) -> None:
     """The table's intervals read vectors kept under results/correct/, so they survive the run
     directories (not committed); a row whose vector was never kept reads as unknown."""
     results = _rows(tmp_path)
-    accuracy.keep_correctness(results, "fashion_mnist")
+    accuracy.keep_correctness(results)
     rows = accuracy.latest_rows(results, "fashion_mnist")
     written = json.loads((tmp_path / "run4" / "predictions.json").read_text())
     expected = np.asarray(written["predicted"]) == np.asarray(written["target"])
@@ -246,17 +246,68 @@ def test_per_image_results_are_kept_beside_the_rows(tmp_path: Path) -> None:
 
 def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
     results = _rows(tmp_path)
-    assert accuracy.finished_runs(results, "fashion_mnist") == set()  # nothing kept yet
-    accuracy.keep_correctness(results, "fashion_mnist")
+    assert accuracy.finished_runs(tmp_path) == set()  # nothing kept yet
+    accuracy.keep_correctness(results)
     (tmp_path / "correct" / "run2.json").unlink()  # gdrq seed 1's vector was lost
-    finished = accuracy.finished_runs(results, "fashion_mnist")
+    finished = accuracy.finished_runs(tmp_path)
     # recorded without trainer.resume=: a row from before the bench resumed counts as well
     assert "gdrq-run method=gdrq bits=4 seed=1" not in finished
     assert "gdrq-run method=gdrq bits=4 seed=2" in finished
     assert "gdrq-run method=brevitas bits=4 seed=0" in finished
-    assert accuracy.finished_runs(tmp_path / "none.csv", "fashion_mnist") == set()
+    assert accuracy.finished_runs(tmp_path / "none") == set()
     command = [accuracy.GDRQ_RUN, "method=gdrq", "bits=4", "seed=2", "trainer.resume=true"]
     assert accuracy.recorded(command) in finished
+    # another task's table: no per-image results to keep, a row is enough
+    detection = pd.read_csv(results).iloc[[1]].assign(task="detection", command="gdrq-run x=1")
+    detection.to_csv(tmp_path / "detection.csv", index=False)
+    assert "gdrq-run x=1" in accuracy.finished_runs(tmp_path)
+
+
+def test_detection_and_segmentation_tables_show_the_metric_and_both_drops(
+    tmp_path: Path, capsys
+) -> None:
+    def row(method: str, bits: int, seed: int, folded: float, fp_ft: float) -> dict:
+        return {
+            "task": "detection",
+            "dataset": "shapes",
+            "model": "resnet18",
+            "method": method,
+            "w_bits": bits,
+            "a_bits": bits,
+            "seed": seed,
+            "metric": "bbox_ap",
+            "fp": 30.0,
+            "quant": folded,
+            "folded": folded,
+            "fp_ft": fp_ft,
+            "val_fp": 28.0,
+            "val_folded": folded - 1,
+            "val_fp_ft": fp_ft - 1,
+            "finetune_epochs": 0 if bits == 32 else 6,
+            "command": f"gdrq-run task=detection method={method} bits={bits} seed={seed}",
+            "git_sha": "abc",
+            "run_id": f"{method}{bits}{seed}",
+            "spec_hash": f"{method}{bits}",
+            "fp_hash": "float1",
+        }
+
+    rows = [
+        row("gdrq", 32, 0, 30.0, float("nan")),
+        row("gdrq", 4, 0, 32.0, 33.0),
+        row("gdrq", 4, 1, 34.0, 34.0),
+        row("minmax", 4, 0, 31.0, 33.0),
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "detection.csv", index=False)
+    accuracy.tables(tmp_path)
+    printed = capsys.readouterr().out
+    assert (
+        "### detection, shapes, resnet18\n\nfloat bbox_ap 30.00, on the held-out scenes 28.00"
+        in (printed)
+    )
+    assert "Fine-tuning budget: 6 epochs." in printed
+    assert "| W4A4 | gdrq | 33.00 ± 1.41 (2) | -3.00 ± 1.41 (2) | 0.50 ± 0.71 (2) | " in printed
+    assert "| W4A4 | minmax | 31.00 (1) | -1.00 (1) | 2.00 (1) | 30.00 (1) | 2.00 (1) |" in printed
+    assert "[95% CI]" not in printed  # no per-image results: no interval
 
 
 def _table_lines(results: Path) -> list[str]:
