@@ -174,6 +174,9 @@ class TrainerConfig:
     # evaluation batches the BN fold is proved on; the classification presets (default, fashion,
     # smoke) prove it on 1 batch of 256, the other tasks' small batches on 2
     fold_check_batches: int = 2
+    # the largest fold error (float64, relative to each output's largest magnitude) a run
+    # accepts: above it the run fails after training, naming the first layer that differs
+    fold_tolerance: float = 1e-6
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default
     # fake quantization in one pass per direction on the CPU, compiled on first use
     # (quant/fused.py); the same numbers as the eager form, which false runs

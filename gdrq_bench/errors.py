@@ -42,6 +42,11 @@ class ExportError(GdrqError):
     that fails its check; names the layer or part."""
 
 
+class FoldError(GdrqError):
+    """The folded model differs from the quantized one beyond trainer.fold_tolerance; names
+    the first layer that differs."""
+
+
 class SweepError(GdrqError):
     """A gdrq-sweep preset that does not exist or is malformed."""
 

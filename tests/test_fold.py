@@ -16,6 +16,7 @@ from gdrq_bench.quant import (
     CLIP,
     METHODS,
     QuantSpec,
+    first_differing_layer,
     fold_model,
     quantize_model,
     quantized_layers,
@@ -286,3 +287,36 @@ def test_a_model_without_rounded_weights_cannot_be_folded():
     qmodel = set_mode(_prepared(_small_bn_model(), QuantSpec(groups=2)), CLIP)
     with pytest.raises(ValueError, match="no layer with quantized weights"):
         fold_model(qmodel)
+
+
+def _break_layer_scale(monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]) -> None:
+    """Fold the layer whose weights have `shape` with its multiplier 0.1% off."""
+    import gdrq_bench.quant.fold as fold
+
+    original = fold.fold_layer
+
+    def broken(layer, bn):
+        folded = original(layer, bn)
+        if tuple(layer.weight.shape) == shape:
+            folded.scale.mul_(1.001)
+        return folded
+
+    monkeypatch.setattr(fold, "fold_layer", broken)
+
+
+def test_a_broken_fold_is_found_at_its_first_differing_layer(monkeypatch) -> None:
+    """first_differing_layer names the layer whose fold is broken, not the layers after it
+    that inherit its difference, and finds none in an intact fold."""
+    spec = QuantSpec(w_bits=4, a_bits=4, groups=4, search_points=SEARCH_POINTS)
+    qmodel = quantize_model(_float_model("resnet18"), spec).train()
+    with torch.no_grad():
+        for seed in range(2):
+            qmodel(_images(seed))
+    qmodel.eval()
+    batch = _images(10)
+    assert first_differing_layer(qmodel, batch, MAX_REL) is None
+    _break_layer_scale(monkeypatch, (128, 64, 3, 3))  # resnet18's layer2.0.conv1
+    layer, difference = first_differing_layer(qmodel, batch, MAX_REL)
+    assert layer == "layer2.0.conv1"
+    assert 1e-4 < difference < 1e-2  # the 0.1% multiplier, where the BN output is largest
+    assert verify_fold(qmodel, None, [batch])["max_rel"] > MAX_REL

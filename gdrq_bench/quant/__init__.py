@@ -20,6 +20,7 @@ _MODULE_OF = {
     "check_bits": "choices",
     "commit_scale_clip": "convert",
     "fake_quantize": "fake_quant",
+    "first_differing_layer": "fold",
     "fold_model": "fold",
     "get_method": "methods",
     "kurtosis": "stats",

@@ -238,3 +238,53 @@ def verify_fold(
             )
         )
     return result
+
+
+def _compared_outputs(reference: nn.Module, folded: nn.Module) -> dict[str, str]:
+    """Per folded layer (its name), the module whose output equals the folded layer's in
+    both models: the BatchNorm merged into it (an Identity in the folded model), else the
+    layer itself."""
+    leaves = _atomic_modules(reference)
+    compared = {}
+    for (name, _), (next_name, _) in zip(leaves, [*leaves[1:], ("", None)]):
+        if not isinstance(folded.get_submodule(name), FoldedLayer):
+            continue
+        merged = next_name and isinstance(folded.get_submodule(next_name), nn.Identity)
+        compared[name] = next_name if merged else name
+    return compared
+
+
+@torch.no_grad()
+def first_differing_layer(
+    qmodel: nn.Module, batch: Any, tolerance: float
+) -> tuple[str, float] | None:
+    """The first folded layer, in the order the batch runs through them, whose output differs
+    from the quantized model's by more than `tolerance` relative to that output's largest
+    magnitude (float64, as verify_fold), with its difference; None if every layer holds."""
+    reference = copy.deepcopy(qmodel).double().eval()
+    folded = fold_model(reference)
+    compared = _compared_outputs(reference, folded)
+    outputs: dict[str, dict[str, Tensor]] = {"reference": {}, "folded": {}}
+    hooks = []
+    for layer, watched in compared.items():
+        for model, key in ((reference, "reference"), (folded, "folded")):
+            module = model.get_submodule(watched)
+
+            def keep(_module: nn.Module, _inputs: Any, output: Tensor, key=key, layer=layer):
+                outputs[key][layer] = output.clone()  # before an in-place ReLU changes it
+
+            hooks.append(module.register_forward_hook(keep))
+    try:
+        batch64 = move_batch(batch, next(reference.parameters()).device, float64=True)
+        call_model(reference, batch64)
+        call_model(folded, batch64)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for layer, actual in outputs["folded"].items():  # in the order the layers ran
+        expected = outputs["reference"][layer]
+        difference = (actual - expected).abs().max().item()
+        relative = difference / max(expected.abs().max().item(), 1e-30)
+        if relative > tolerance:
+            return layer, relative
+    return None

@@ -41,6 +41,7 @@ AFTER_FLOAT_TRAINER_KEYS = (
     "finetune_batches",
     "max_eval_batches",
     "fold_check_batches",
+    "fold_tolerance",
     "threads",
     "fused_kernels",
     "progress",
@@ -77,7 +78,8 @@ NOT_IN_RUN_KEY = {
     "export": None,  # acts after the last training stage
     # probes score copies of the model, and so does the float control (its random-number
     # draws restored after it); the fused kernels give the eager form's numbers
-    "trainer": ("resume", "progress", "probes", "fused_kernels", "float_control"),
+    # fold_tolerance: whether a run passes, not what it computes
+    "trainer": ("resume", "progress", "probes", "fused_kernels", "float_control", "fold_tolerance"),
 }
 
 

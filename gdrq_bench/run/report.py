@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from gdrq_bench import provenance
 from gdrq_bench.config import SPEC_KEYS
+from gdrq_bench.errors import FoldError, GdrqError
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, method_knobs
 from gdrq_bench.results import KNOB_COLUMNS, append_row, table_path
 from gdrq_bench.run.budget import finetune_epochs, stage_batches
@@ -106,9 +107,9 @@ def result_row(
         # (0); export=qdq/both: the metric through onnxruntime's int8 kernels, and the share
         # of images whose top-1 equals the folded model's (classification)
         **{key: run.exported.get(key, "") for key in ("exact_diff", "int8", "int8_agree")},
-        # the stage whose check failed after training (export): its figures above are what
+        # the check after training that failed (fold, export): the figures above are what
         # was measured; gdrq-board leaves such rows out
-        "failed": "export" if run.failure is not None else "",
+        "failed": _failed_check(run.failure),
     }
 
 
@@ -124,6 +125,13 @@ def spec_columns(spec: QuantSpec) -> dict[str, Any]:
     if "groups" not in knobs:
         columns["groups"] = 1
     return columns
+
+
+def _failed_check(failure: GdrqError | None) -> str:
+    """The check after training that failed the run (`fold`, `export`); empty if none."""
+    if failure is None:
+        return ""
+    return "fold" if isinstance(failure, FoldError) else "export"
 
 
 def _finetune_batches(cfg: DictConfig, spec: QuantSpec) -> int | str:

@@ -7,14 +7,17 @@ import logging
 from itertools import islice
 from typing import Any
 
+import torch
 from torch import nn
 
 from gdrq_bench import distributed
+from gdrq_bench.errors import FoldError
 from gdrq_bench.quant import (
     CLIP,
     FLOAT,
     QUANT,
     commit_scale_clip,
+    first_differing_layer,
     fold_model,
     get_method,
     layer_weight_stats,
@@ -29,6 +32,7 @@ from gdrq_bench.run.export import stage_export
 log = logging.getLogger(__name__)
 
 LayerStats = dict[str, dict[str, Any]]
+QUANTIZED_MODEL = "quantized_model.pt"  # the trained model's state_dict, kept when its fold fails
 
 
 def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats], float]:
@@ -46,7 +50,8 @@ def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats],
         run.evaluate(qmodel, "quant")
     stats["final"] = _merged(layer_weight_stats(qmodel), clips)
     run.evaluate(folded, "folded", final=True)
-    run.exported = stage_export(run, qmodel, folded, batches)
+    if run.failure is None:  # a fold that failed its check is not exported
+        run.exported = stage_export(run, qmodel, folded, batches)
     return stats, check["max_rel"]
 
 
@@ -71,8 +76,11 @@ def stage_qat(run: Run, qmodel: nn.Module) -> None:
 
 
 def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float], list[Any]]:
-    """Fold BN into the quantized model and prove it on evaluation batches (also returned:
-    the export proves its exact graph on the same)."""
+    """Fold BN into the quantized model and check it on evaluation batches (also returned:
+    the export checks its exact graph on the same). A fold error above
+    trainer.fold_tolerance does not lose the training: the trained quantized model is kept
+    in the run directory, run.failure names the first layer that differs, and the run goes
+    on to its evaluations and its row (marked failed=fold), without an export."""
     qmodel.eval()
     batches = [
         run.task.model_inputs(batch)
@@ -82,6 +90,24 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
+    tolerance = run.cfg.trainer.fold_tolerance
+    if not check["max_rel"] <= tolerance:  # NaN fails too
+        kept = run.run_dir / QUANTIZED_MODEL
+        torch.save(qmodel.state_dict(), kept)  # the module holds unpicklable kernel state
+        found = next(
+            (hit for batch in batches if (hit := first_differing_layer(qmodel, batch, tolerance))),
+            None,
+        )
+        where = (
+            f"first differing layer {found[0]} (relative difference {found[1]:.3g})"
+            if found is not None
+            else "no single layer differs beyond it: the difference builds up"
+        )
+        run.failure = FoldError(
+            f"fold check failed: max relative difference {check['max_rel']:.3g} > "
+            f"trainer.fold_tolerance={tolerance:g}; {where} (the trained quantized model's "
+            f"state_dict is kept in {kept}; the row is written with failed=fold)"
+        )
     return folded, check, batches
 
 
