@@ -224,6 +224,9 @@ class Config:
     # ONNX export of the folded model after its evaluation: none, exact (integer ops, proved
     # equal to the folded model), qdq (onnxruntime's int8 kernels, scored) or both
     export: str = "none"
+    # modules imported before the run is checked: a data set, an export format or a method
+    # that registers itself from outside the package (docs: extension seams)
+    plugins: list[str] = field(default_factory=list)
 
 
 def register_configs() -> None:

@@ -25,6 +25,8 @@ import copy
 import importlib.util
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -37,16 +39,64 @@ from gdrq_bench.run.context import Run
 
 log = logging.getLogger(__name__)
 
-EXPORTS = {"none": (), "exact": ("exact",), "qdq": ("qdq",), "both": ("exact", "qdq")}
 EXPORTED_TASKS = ("classification",)
 FOLDED_MODEL = "folded_model.pt"  # a failed export keeps the folded model here (torch.save)
+ONNX_MODULES = ("onnx", "onnxruntime")  # the optional `export` extra
+NONE, BOTH = "none", "both"  # export=both: the two ONNX graphs, exact+qdq
+
+
+@dataclass
+class ExportJob:
+    """What a format's writer gets: the run (its directory, config, task and evaluate), the
+    folded model (a float32 CPU copy), its input shape (batch first, symbolic), the batches
+    the fold was checked on, export.json's dict (the writer adds its own section) and the
+    row's export figures (`exact_diff`, `int8`, `int8_agree`) it fills where they apply."""
+
+    run: Run
+    folded: nn.Module
+    input_shape: list[Any]
+    fold_batches: list[Tensor]
+    report: dict[str, Any]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """An export format: `write` writes its files into the run directory and checks them,
+    raising ExportError when a check fails; `needs` names the modules it imports (checked
+    before training, with the pip extra that installs them)."""
+
+    write: Callable[[ExportJob], None]
+    needs: tuple[str, ...] = ()
+    extra: str = "export"
+
+
+EXPORT_FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_export(name: str, export_format: ExportFormat) -> None:
+    """Make `export=name` write `export_format` (a plugin module calls this on import: see
+    the `plugins` key)."""
+    if name in (NONE, BOTH) or "+" in name:
+        raise ValueError(f"export format name {name!r} is reserved or holds '+'")
+    EXPORT_FORMATS[name] = export_format
+
+
+def export_kinds(export: str) -> tuple[str, ...]:
+    """The formats `export=` asks for, in order: none, one name, names joined by '+', or both
+    (exact+qdq)."""
+    if export == NONE:
+        return ()
+    return ("exact", "qdq") if export == BOTH else tuple(export.split("+"))
 
 
 def check_export(export: str, task: str, spec: QuantSpec) -> None:
-    """The checks of `export=` before training: a known value, an exported task, a model
-    with integer layers only, onnx and onnxruntime installed."""
-    check_choice("export", export, list(EXPORTS))
-    if export == "none":
+    """The checks of `export=` before training: known formats, an exported task, a model
+    with integer layers only, the formats' modules installed."""
+    known = [NONE, *EXPORT_FORMATS, BOTH]
+    for kind in export_kinds(export):
+        check_choice("export", kind, known)
+    if export == NONE:
         return
     if task not in EXPORTED_TASKS:
         raise ConfigError(
@@ -59,67 +109,64 @@ def check_export(export: str, task: str, spec: QuantSpec) -> None:
             f"method.first_last_bits not fp (got bits.w={spec.w_bits}, bits.a={spec.a_bits}, "
             f"method.first_last_bits={spec.first_last_bits})"
         )
-    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"export={export} needs {' and '.join(missing)}: pip install 'gdrq_bench[export]'"
-        )
+    for kind in export_kinds(export):
+        needed = EXPORT_FORMATS[kind]
+        missing = [name for name in needed.needs if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigError(
+                f"export={export} needs {' and '.join(missing)}: "
+                f"pip install 'gdrq_bench[{needed.extra}]'"
+            )
 
 
 def stage_export(
     run: Run, qmodel: nn.Module, folded: nn.Module, fold_batches: list[Tensor]
 ) -> dict[str, Any]:
     """Export the folded model as `export=` asks (module docstring); the figures for the
-    results row (empty when nothing is exported). A graph that fails its check (an
+    results row (empty when nothing is exported). A format that fails its check (an
     ExportError) does not lose the trained model: it is kept in the run directory
     (FOLDED_MODEL), the figures measured up to the failure are returned for the row, and
     `run.failure` holds the error for the run to end with."""
-    kinds = EXPORTS[run.cfg.export]
+    kinds = export_kinds(run.cfg.export)
     if not kinds:
         return {}
-    from gdrq_bench import export as onnx_export  # the optional extra: imported when asked for
-
-    reference = copy.deepcopy(folded).float().cpu().eval()
-    input_shape: list[Any] = ["batch", *fold_batches[0].shape[1:]]
-    report: dict[str, Any] = {"opset": onnx_export.OPSET, "layers": _layer_bits(qmodel)}
-    figures: dict[str, Any] = {}
+    job = ExportJob(
+        run,
+        copy.deepcopy(folded).float().cpu().eval(),
+        ["batch", *fold_batches[0].shape[1:]],
+        fold_batches,
+        {"layers": _layer_bits(qmodel)},
+    )
     try:
-        if "exact" in kinds:
-            _export_exact(run, reference, input_shape, fold_batches, report, figures)
-        if "qdq" in kinds:
-            _export_qdq(run, reference, input_shape, report, figures)
+        for kind in kinds:
+            EXPORT_FORMATS[kind].write(job)
     except ExportError as error:
         kept = run.run_dir / FOLDED_MODEL
         torch.save(folded, kept)
-        report["error"] = str(error)
+        job.report["error"] = str(error)
         run.failure = ExportError(
             f"{error} (the trained folded model is kept in {kept}; the row is written with "
             "failed=export)"
         )
-    (run.run_dir / "export.json").write_text(json.dumps(report, indent=1))
-    return figures
+    (run.run_dir / "export.json").write_text(json.dumps(job.report, indent=1))
+    return job.figures
 
 
-def _export_exact(
-    run: Run,
-    reference: nn.Module,
-    input_shape: list[Any],
-    fold_batches: list[Tensor],
-    report: dict[str, Any],
-    figures: dict[str, Any],
-) -> None:
+def _export_exact(job: ExportJob) -> None:
     """model_exact.onnx and its parity with the folded model (the difference is recorded
     also when it fails the run)."""
     import onnx
 
     from gdrq_bench import export as onnx_export
 
-    model, outputs = onnx_export.export_exact(reference, input_shape)
+    run, report, figures = job.run, job.report, job.figures
+    report["opset"] = onnx_export.OPSET
+    model, outputs = onnx_export.export_exact(job.folded, job.input_shape)
     onnx.save(model, run.run_dir / "model_exact.onnx")
-    report["exact"] = {"samples": sum(len(x) for x in fold_batches)}
+    report["exact"] = {"samples": sum(len(x) for x in job.fold_batches)}
     threads = run.cfg.trainer.threads
     try:
-        difference = onnx_export.check_parity(reference, model, outputs, fold_batches, threads)
+        difference = onnx_export.check_parity(job.folded, model, outputs, job.fold_batches, threads)
     except onnx_export.ParityError as error:
         figures["exact_diff"] = report["exact"]["max_abs_diff"] = error.difference
         raise
@@ -127,20 +174,16 @@ def _export_exact(
     log.info("exact ONNX graph: max abs difference %g to the folded model", difference)
 
 
-def _export_qdq(
-    run: Run,
-    reference: nn.Module,
-    input_shape: list[Any],
-    report: dict[str, Any],
-    figures: dict[str, Any],
-) -> None:
+def _export_qdq(job: ExportJob) -> None:
     """model_qdq.onnx, its integer kernels checked and its metric through onnxruntime."""
     import onnx
 
     from gdrq_bench import export as onnx_export
 
+    run, report, figures = job.run, job.report, job.figures
+    report["opset"] = onnx_export.OPSET
     calibration = _training_inputs(run)
-    model = onnx_export.export_qdq(reference, input_shape, calibration)
+    model = onnx_export.export_qdq(job.folded, job.input_shape, calibration)
     onnx.save(model, run.run_dir / "model_qdq.onnx")
     ops = onnx_export.optimized_op_types(model, run.cfg.trainer.threads)
     onnx_export.check_integer_kernels(ops, len(report["layers"]))
@@ -189,3 +232,7 @@ def _agreement(run: Run) -> float | str:
         return ""
     same = sum(a == b for a, b in zip(folded["predicted"], int8["predicted"], strict=True))
     return round(100.0 * same / len(folded["predicted"]), 4)
+
+
+register_export("exact", ExportFormat(_export_exact, needs=ONNX_MODULES))
+register_export("qdq", ExportFormat(_export_qdq, needs=ONNX_MODULES))

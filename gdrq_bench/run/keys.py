@@ -11,6 +11,7 @@ keeps it so): a new one must be placed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -65,7 +66,7 @@ FINETUNE_RECIPE_KEYS = (
 
 # Keys added to a hashed group after caches existed, with the value that does what the config
 # did before them: at that value they stay out of the float cache key and the run key.
-ADDED_KEY_DEFAULTS = {"dataset.holdout": 0}
+ADDED_KEY_DEFAULTS = {"dataset.holdout": 0, "plugins": []}
 _NO_DEFAULT = object()
 
 # Keys that decide where things are written or how they are shown, not what is computed.
@@ -83,15 +84,19 @@ NOT_IN_RUN_KEY = {
 }
 
 
-def _without_added_defaults(config: dict[str, Any], group: str) -> dict[str, Any]:
-    """A group of the plain config without the keys added after caches were made, where they
-    hold the value that changes nothing (ADDED_KEY_DEFAULTS): the keys of caches made
-    before those keys existed stay valid."""
-    return {
-        key: value
-        for key, value in config[group].items()
-        if ADDED_KEY_DEFAULTS.get(f"{group}.{key}", _NO_DEFAULT) != value
-    }
+def _without_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The plain config without the keys added after caches were made, where they hold the
+    value that changes nothing (ADDED_KEY_DEFAULTS): the keys of caches made before those
+    keys existed stay valid."""
+    config = copy.deepcopy(config)
+    for dotted, neutral in ADDED_KEY_DEFAULTS.items():
+        *groups, key = dotted.split(".")
+        node = config
+        for group in groups:
+            node = node.get(group, {})
+        if node.get(key, _NO_DEFAULT) == neutral:
+            del node[key]
+    return config
 
 
 def _digest(value: Any) -> str:
@@ -110,7 +115,7 @@ def float_cache_key(cfg: DictConfig) -> str:
         "version": FLOAT_CACHE_VERSION,
         "task": task,
         "model": _plain(cfg.model),
-        "dataset": _without_added_defaults(_plain(cfg), "dataset"),
+        "dataset": _without_added_defaults(_plain(cfg))["dataset"],
         "fp": _plain(trainer.fp),
         "train": [
             *(trainer[key] for key in FLOAT_TRAINER_KEYS),
@@ -126,8 +131,7 @@ def float_cache_key(cfg: DictConfig) -> str:
 
 def run_key(cfg: DictConfig) -> str:
     """A hash of everything in the config that can change the run's numbers."""
-    config = _plain(cfg)
-    config["dataset"] = _without_added_defaults(config, "dataset")
+    config = _without_added_defaults(_plain(cfg))
     for key, subkeys in NOT_IN_RUN_KEY.items():
         if subkeys is None:
             config.pop(key, None)

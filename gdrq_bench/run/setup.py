@@ -4,6 +4,7 @@ outside baselines (bench/brevitas_qat.py) start here."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,12 @@ class RunSetup:
 
 
 def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
-    """Check the config (resolved, spec, output directories), set the thread count and the
-    fused kernels' switch, build the task and the float model at its initial weights, and check
-    the spec against the model's layers; a problem raises a GdrqError naming the key."""
+    """Check the config (resolved, plugins imported, spec, output directories), set the
+    thread count and the fused kernels' switch, build the task and the float model at its
+    initial weights, and check the spec against the model's layers; a problem raises a
+    GdrqError naming the key."""
     check_resolved(cfg)
+    import_plugins(cfg.plugins)
     spec = build_spec(cfg)
     check_export(cfg.export, cfg.task.name, spec)
     if cfg.model.pretrained and cfg.model.checkpoint:
@@ -53,6 +56,16 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     except SpecError as error:
         raise spec_error(error) from None
     return RunSetup(cfg, spec, task, model)
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import the `plugins` modules: each registers what it adds (a data set, an export
+    format) as it is imported. One that cannot be imported is named with the reason."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # any failure of a plugin's import: named, not a traceback
+            raise ConfigError(f"plugins: cannot import {name!r}: {error}") from None
 
 
 def check_resolved(cfg: DictConfig) -> None:
