@@ -44,6 +44,7 @@ bench: $(VENV)/.bench-installed
 lint: install
 	$(BIN)/ruff check gdrq_bench tests bench
 	$(BIN)/ruff format --check gdrq_bench tests bench
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml
 
 # Two pytest workers of one torch thread each: most tests start gdrq-run processes, whose
 # start-up is single-threaded, so two at once fill 2 cores better than one with 2 threads;

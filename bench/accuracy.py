@@ -57,10 +57,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from gdrq_bench.cli.sweep import GDRQ_RUN, load_preset, threads_per_job
 from gdrq_bench.quant import METHODS
-from gdrq_bench.results import COLUMNS
+from gdrq_bench.reporting.results import COLUMNS
 from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS
-from gdrq_bench.sweep import GDRQ_RUN, load_preset, threads_per_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
 from intervals import Interval, PooledSpread, compare, pool_spreads

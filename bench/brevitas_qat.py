@@ -31,11 +31,11 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from gdrq_bench.checkpoint import RunCheckpoints
-from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
-from gdrq_bench.errors import ConfigError, GdrqError
-from gdrq_bench.provenance import git_sha
-from gdrq_bench.results import SPEC_COLUMNS, append_row
+from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.config.errors import ConfigError, GdrqError
+from gdrq_bench.reporting.provenance import git_sha
+from gdrq_bench.reporting.results import SPEC_COLUMNS, append_row
+from gdrq_bench.reporting.run_logger import RunLogger
 from gdrq_bench.run import (
     Run,
     prepare_run,
@@ -48,7 +48,7 @@ from gdrq_bench.run import (
 from gdrq_bench.run.context import VALIDATION
 from gdrq_bench.run.control import stage_float_control
 from gdrq_bench.run.keys import spec_hash
-from gdrq_bench.run_logger import RunLogger
+from gdrq_bench.training.checkpoint import RunCheckpoints
 
 CALIBRATION_BATCHES = 8
 BREVITAS_KNOBS = ("w_bits", "a_bits", "first_last_bits")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from gdrq_bench.provenance import git_sha
+from gdrq_bench.reporting.provenance import git_sha
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"

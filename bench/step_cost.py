@@ -238,7 +238,7 @@ def whole_run(preset: str, method: str, threads: int, work: Path) -> dict[str, f
     command = [
         sys.executable,
         "-c",
-        "from gdrq_bench.cli import main; main()",  # gdrq-run of this interpreter
+        "from gdrq_bench.cli.run import main; main()",  # gdrq-run of this interpreter
         *RUN_PRESETS[preset],
         *(["bits=32"] if method == "float" else [f"method={method}"]),
         f"trainer.threads={threads}",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gdrq_bench.results import table_path
+from gdrq_bench.reporting.results import table_path
 
 GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
 

@@ -12,7 +12,7 @@ import pytest
 
 from gdrq_bench.board import build_board, main
 from gdrq_bench.board.leaderboard import aggregate, read_results, select
-from gdrq_bench.results import COLUMNS, append_row, table_path
+from gdrq_bench.reporting.results import COLUMNS, append_row, table_path
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from gdrq_bench.cli import CONFIG_DIR
+from gdrq_bench.config import CONFIG_DIR
 from gdrq_bench.run.budget import finetune_epochs, stage_epochs
 from gdrq_bench.run.fp import weights_hash
 from gdrq_bench.run.keys import float_cache_key

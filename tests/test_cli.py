@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cli_runner import error_lines, gdrq_run, read_rows
 
-from gdrq_bench.results import COLUMNS
+from gdrq_bench.reporting.results import COLUMNS
 
 
 @pytest.fixture(scope="module")

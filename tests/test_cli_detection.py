@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gdrq_bench.config import register_configs
+from gdrq_bench.config.schema import register_configs
 from gdrq_bench.data.shapes import (
     SHAPE_CATEGORY_IDS,
     SHAPE_CLASSES,
@@ -23,7 +23,7 @@ from gdrq_bench.data.shapes import (
     prepare_shapes,
     voc_root,
 )
-from gdrq_bench.results import COLUMNS
+from gdrq_bench.reporting.results import COLUMNS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SMALL = (

@@ -14,12 +14,12 @@ from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from gdrq_bench.cli import CONFIG_DIR
+from gdrq_bench.config import CONFIG_DIR
+from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.data.shapes import prepare_shapes, voc_root
-from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.segmenters import build_segmenter, segmenter_scope
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model, verify_fold
-from gdrq_bench.results import COLUMNS
+from gdrq_bench.reporting.results import COLUMNS
 from gdrq_bench.run.task import build_task
 
 SMALL = (

@@ -15,7 +15,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch import nn
 
-from gdrq_bench.config import (
+from gdrq_bench.config.errors import ConfigError, DataError
+from gdrq_bench.config.schema import (
     ClassificationDatasetConfig,
     ModelConfig,
     TaskConfig,
@@ -25,7 +26,6 @@ from gdrq_bench.data import digits as digits_module
 from gdrq_bench.data.bad_samples import BadSamplePolicy
 from gdrq_bench.data.digits import MARKER, prepare_digits
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
-from gdrq_bench.errors import ConfigError, DataError
 from gdrq_bench.models.cifar_resnet import resnet20
 from gdrq_bench.models.classifiers import CLASSIFIER_NAMES, build_classifier
 from gdrq_bench.tasks.classification import ClassificationTask

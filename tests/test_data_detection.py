@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data import shapes as shapes_module
 from gdrq_bench.data.detection import CocoDetectionSet, VocDetectionSet, collate_detection
 from gdrq_bench.data.shapes import (
@@ -25,7 +26,6 @@ from gdrq_bench.data.shapes import (
     prepare_shapes,
     voc_root,
 )
-from gdrq_bench.errors import DataError
 
 # pycocotools' annToMask predates numpy 2's copy keyword
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.segmentation import VOC_SEG_CLASSES, VocSegmentationSet, collate_segmentation
 from gdrq_bench.data.shapes import prepare_shapes, voc_palette, voc_root
 from gdrq_bench.data.voc import IGNORE_INDEX
-from gdrq_bench.errors import DataError
 
 SIZE = 64
 NUM_CLASSES = 4  # background and the three shapes

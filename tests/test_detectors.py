@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.models.detectors import LAYOUTS, RawDetectorOutputs, build_detector, check_detector
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model, quantized_layers, verify_fold
 

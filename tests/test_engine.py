@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gdrq_bench.engine import lr_schedules
+from gdrq_bench.training.engine import lr_schedules
 
 
 @pytest.mark.parametrize("warmup", [0, 5])

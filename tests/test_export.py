@@ -17,8 +17,8 @@ from cli_runner import error_lines, gdrq_command, gdrq_env, gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from gdrq_bench.cli import CONFIG_DIR
-from gdrq_bench.errors import ConfigError, ExportError
+from gdrq_bench.config import CONFIG_DIR
+from gdrq_bench.config.errors import ConfigError, ExportError
 from gdrq_bench.export import (
     ParityError,
     check_parity,

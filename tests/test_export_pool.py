@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.export import export_exact, session
 from gdrq_bench.export.builder import GraphBuilder
 from gdrq_bench.export.pool import PoolGrid, exact_mean, lower_exact_mean

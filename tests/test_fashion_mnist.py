@@ -12,9 +12,9 @@ from fashion_files import write_idx_set
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from gdrq_bench.cli import CONFIG_DIR
+from gdrq_bench.config import CONFIG_DIR
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.fashion_mnist import INSTALL, load_fashion_mnist, prepare_fashion_mnist
-from gdrq_bench.errors import DataError
 from gdrq_bench.models.classifiers import build_classifier
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model, verify_fold
 from gdrq_bench.tasks.classification import build_transforms

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gdrq_bench.results import COLUMNS, append_row
+from gdrq_bench.reporting.results import COLUMNS, append_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 

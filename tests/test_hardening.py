@@ -13,9 +13,9 @@ import torch
 from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
 
-from gdrq_bench.cli import CONFIG_DIR
+from gdrq_bench.config import CONFIG_DIR
+from gdrq_bench.config.errors import ConfigError, GdrqError
 from gdrq_bench.data.digits import prepare_digits
-from gdrq_bench.errors import ConfigError, GdrqError
 from gdrq_bench.models.cifar_resnet import resnet20
 from gdrq_bench.run import prepare_run
 from gdrq_bench.run.fp import load_checkpoint

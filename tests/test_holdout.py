@@ -14,10 +14,10 @@ from test_data_classification import make_task
 from torch import nn
 from torch.utils.data import Dataset
 
-from gdrq_bench.cli import CONFIG_DIR
+from gdrq_bench.config import CONFIG_DIR
+from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.holdout import holdout_indices
-from gdrq_bench.errors import ConfigError
 from gdrq_bench.run import prepare_run
 
 

@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
-from gdrq_bench.config import TrainerConfig
+from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.config.schema import TrainerConfig
 from gdrq_bench.run.keys import (
     AFTER_FLOAT_TRAINER_KEYS,
     FINETUNE_RECIPE_KEYS,

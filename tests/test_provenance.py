@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gdrq_bench import provenance
+from gdrq_bench.reporting import provenance
 
 
 @pytest.mark.parametrize(

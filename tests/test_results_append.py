@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gdrq_bench.errors import ConfigError
-from gdrq_bench.results import COLUMNS, append_row
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.reporting.results import COLUMNS, append_row
 
 PROCESSES, ROWS_EACH = 6, 20
 LONG = "x" * 20_000  # rows far longer than a pipe or page buffer, so a torn write would show

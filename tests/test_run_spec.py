@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
-from gdrq_bench.config import SPEC_KEYS, BitsConfig, GroupingConfig, MethodConfig
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import SPEC_KEYS, BitsConfig, GroupingConfig, MethodConfig
 from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
 from gdrq_bench.run.spec import build_spec, spec_error
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gdrq_bench.cli import CONFIG_DIR, quote_numeric_choice
-from gdrq_bench.errors import SweepError
-from gdrq_bench.sweep import SWEEP_DIR, grid_commands, load_preset
+from gdrq_bench.cli.sweep import SWEEP_DIR, grid_commands, load_preset
+from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.config.errors import SweepError
 
 PRESETS = sorted(path.stem for path in SWEEP_DIR.glob("*.yaml"))
 

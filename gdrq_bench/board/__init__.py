@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gdrq_bench.board import plots
 from gdrq_bench.board.leaderboard import leaderboard_markdown, read_results, select
+from gdrq_bench.reporting import figures
 
 
 def build_board(
@@ -34,16 +35,16 @@ def build_board(
         quantized = task_rows[task_rows.method != "float"]
         if not quantized.empty:
             figure = plots.score_against_bits(task_rows)
-            written.append(plots.save(figure, out_dir / f"{task}_score_vs_bits.png"))
+            written.append(figures.save(figure, out_dir / f"{task}_score_vs_bits.png"))
         if task_rows.kurtosis_after.notna().any():
             figure = plots.kurtosis_before_after(task_rows)
-            written.append(plots.save(figure, out_dir / f"{task}_kurtosis.png"))
+            written.append(figures.save(figure, out_dir / f"{task}_kurtosis.png"))
         source = plots.histogram_source(task_rows)
         if source is not None:
             row, stats = source
-            figure, _ = plots.weight_histogram(stats, layer)
+            figure, _ = figures.weight_histogram(stats, layer)
             figure.suptitle(f"{row.command}", fontsize="small")
-            written.append(plots.save(figure, out_dir / f"{task}_weight_histogram.png"))
+            written.append(figures.save(figure, out_dir / f"{task}_weight_histogram.png"))
     return written
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gdrq_bench.results import COLUMNS
+from gdrq_bench.reporting.results import COLUMNS
 
 FLOAT_BITS = 32
 SEED = re.compile(r"\s+seed=\d+(?=\s|$)")

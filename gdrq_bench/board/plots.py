@@ -1,5 +1,6 @@
-"""The board's figures: score against bit-width, weight kurtosis before and after Scale-Clip,
-and one layer's weight histogram before and after Scale-Clip (the paper's picture)."""
+"""The board's figures: score against bit-width and weight kurtosis before and after
+Scale-Clip; the weight histogram (the paper's picture) is reporting/figures.py's, shared with
+the run's logger."""
 
 from __future__ import annotations
 
@@ -11,16 +12,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gdrq_bench.board.leaderboard import aggregate
+from gdrq_bench.reporting.figures import panels
 
 COLLAPSE = 15.0  # points below the float score where the axis stops
-
-
-def _panels(count: int) -> tuple[Figure, list[Any]]:
-    """A figure of `count` panels side by side (matplotlib's object API: no pyplot state,
-    no display needed)."""
-    figure = Figure(figsize=(5 * count, 3.8), layout="constrained")
-    axes = figure.subplots(1, count, squeeze=False)
-    return figure, list(axes[0])
 
 
 def _label(method: str, groups: str, strategy: object) -> str:
@@ -40,7 +34,7 @@ def score_against_bits(rows: pd.DataFrame) -> Figure:
     lines = aggregate(rows)
     quantized = lines[lines.method != "float"]
     models = sorted(quantized.groupby(["dataset", "model"]).groups)
-    figure, axes = _panels(len(models))
+    figure, axes = panels(len(models))
     for axis, (dataset, model) in zip(axes, models):
         panel = quantized[(quantized.dataset == dataset) & (quantized.model == model)]
         order = (
@@ -80,7 +74,7 @@ def kurtosis_before_after(rows: pd.DataFrame) -> Figure:
         f"{model} {_label(method, groups, strategy)} {bits}"
         for (model, method, groups, strategy), bits in zip(zip(*columns), reshaped.bits)
     ]
-    figure, (axis,) = _panels(1)
+    figure, (axis,) = panels(1)
     figure.set_size_inches(max(5, 0.6 * len(labels) + 2), 4)
     positions = range(len(labels))
     axis.bar([p - 0.2 for p in positions], reshaped.kurtosis_before, 0.4, label="before")
@@ -90,25 +84,6 @@ def kurtosis_before_after(rows: pd.DataFrame) -> Figure:
     axis.set(ylabel="mean weight kurtosis", title="Scale-Clip: weight kurtosis")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
-
-
-def weight_histogram(stats: dict[str, Any], layer: str | None = None) -> tuple[Figure, str]:
-    """One layer's weight histogram before and after Scale-Clip from a run's layer_stats.json
-    (default layer: the middle one); the figure and the layer shown."""
-    names = list(stats["before"])
-    layer = layer or names[len(names) // 2]
-    if layer not in stats["before"]:
-        raise ValueError(f"layer {layer!r} is not quantized in this run; layers: {names}")
-    phases = [phase for phase in ("before", "after") if phase in stats]
-    figure, axes = _panels(len(phases))
-    for axis, phase in zip(axes, phases):
-        histogram = stats[phase][layer]["histogram"]
-        edges, counts = histogram["edges"], histogram["counts"]
-        axis.stairs(counts, edges, fill=True)
-        kurtosis = stats[phase][layer]["kurtosis"]
-        axis.set(title=f"{phase} Scale-Clip: kurtosis {kurtosis:.2f}", xlabel=f"{layer} weight")
-    axes[0].set_ylabel("count")
-    return figure, layer
 
 
 def histogram_source(rows: pd.DataFrame) -> tuple[pd.Series, dict[str, Any]] | None:
@@ -122,8 +97,3 @@ def histogram_source(rows: pd.DataFrame) -> tuple[pd.Series, dict[str, Any]] | N
             if "after" in stats and "histogram" in next(iter(stats["before"].values())):
                 return row, stats
     return None
-
-
-def save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=110)
-    return path

@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gdrq_bench.errors import DataError
+from gdrq_bench.config.errors import DataError
 
 POLICIES = ("fail", "skip")
 SKIP_LOG = "skipped_samples.txt"

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from gdrq_bench.errors import DataError
+from gdrq_bench.config.errors import DataError
 
 
 def write_once(tree: Path, marker: str, write: Callable[[Path], None]) -> Path:

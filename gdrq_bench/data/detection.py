@@ -25,9 +25,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.bad_samples import read_rgb
 from gdrq_bench.data.voc import read_image_set, year_folders
-from gdrq_bench.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from torchvision.datasets import FashionMNIST
 
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.cached_tree import write_once
-from gdrq_bench.errors import DataError
 
 INSTALLED_ROOT = "/usr/share/datasets/fashion-mnist"
 INSTALL = "apt-get install dataset-fashion-mnist"

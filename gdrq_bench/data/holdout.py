@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
 
 HOLDOUT_SEED = 0  # the same held-out images for every run, model and method
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from torchvision.datasets import ImageFolder
 
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.bad_samples import read_rgb
-from gdrq_bench.errors import DataError
 
 LAYOUT = "expected an ImageFolder tree: ROOT/train/<class>/<image> and ROOT/val/<class>/<image>"
 

@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.bad_samples import BadSamplePolicy, UnreadableSample, read_rgb
 from gdrq_bench.data.voc import IGNORE_INDEX, VOC_CLASSES, read_image_set, year_folders
-from gdrq_bench.errors import DataError
 
 VOC_SEG_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 MASK_MODES = ("P", "L")  # palette indices (VOC) or grayscale indices (SBD converted to PNG)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from torch import fx, nn
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.export.levels import SIGNED_ZERO_POINT, InputGrid, quantize_input
 from gdrq_bench.export.lower import Lowering, lower_model
 from gdrq_bench.export.pool import lower_exact_mean, pool_grids

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.export.builder import GraphBuilder
 from gdrq_bench.quant import level_range
 from gdrq_bench.quant.fold import FoldedInput

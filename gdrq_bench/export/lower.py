@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.export.builder import GraphBuilder
 from gdrq_bench.export.trace import trace_folded
 from gdrq_bench.quant.fold import FoldedLayer

@@ -26,7 +26,7 @@ import onnx
 import torch
 from torch import Tensor, fx, nn
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.export.pool import PoolGrid, exact_mean, pool_grids
 from gdrq_bench.export.runtime import run, session
 from gdrq_bench.export.trace import trace_folded

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, fx
 from torch.fx.passes.shape_prop import ShapeProp
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.export.builder import GraphBuilder
 from gdrq_bench.export.levels import InputGrid
 from gdrq_bench.export.lower import FLATTENS, PASS_THROUGH, is_global_pool

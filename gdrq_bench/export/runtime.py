@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 
 
 def session(

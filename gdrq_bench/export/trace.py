@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import fx, nn
 
-from gdrq_bench.errors import ExportError
+from gdrq_bench.config.errors import ExportError
 from gdrq_bench.quant.fold import FoldedLayer
 
 

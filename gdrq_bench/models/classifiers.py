@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 from torchvision import models
 
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.models.cifar_mobilenet import mobilenet_v2_cifar
 from gdrq_bench.models.cifar_resnet import resnet20
 from gdrq_bench.models.weights import torchvision_weights_dir

@@ -25,7 +25,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from gdrq_bench.errors import check_choice
+from gdrq_bench.config.errors import check_choice
 from gdrq_bench.models.weights import (
     FROM_SCRATCH_BN_MOMENTUM,
     torchvision_weights_dir,

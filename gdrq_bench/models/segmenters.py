@@ -8,7 +8,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models import segmentation
 
-from gdrq_bench.errors import ConfigError, check_choice
+from gdrq_bench.config.errors import ConfigError, check_choice
 from gdrq_bench.models.weights import (
     FROM_SCRATCH_BN_MOMENTUM,
     torchvision_weights_dir,

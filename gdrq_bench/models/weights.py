@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
 
 # PyTorch's default. torchvision's MobileNetV3 uses 0.01 (SSDlite 0.03), tuned for long ImageNet
 # schedules: after a few hundred steps from scratch its running statistics still lag the

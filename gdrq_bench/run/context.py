@@ -14,15 +14,15 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gdrq_bench import distributed
-from gdrq_bench.checkpoint import RunCheckpoints
-from gdrq_bench.engine import train_stage
-from gdrq_bench.errors import GdrqError
+from gdrq_bench.config.errors import GdrqError
 from gdrq_bench.quant import QuantSpec, recording_activation_clips
 from gdrq_bench.quant.fold import call_model, move_batch
+from gdrq_bench.reporting.run_logger import RunLogger
 from gdrq_bench.run.budget import seed_stage, stage_batches, stage_epochs
-from gdrq_bench.run_logger import RunLogger
 from gdrq_bench.tasks import Task
+from gdrq_bench.training import distributed
+from gdrq_bench.training.checkpoint import RunCheckpoints
+from gdrq_bench.training.engine import train_stage
 
 log = logging.getLogger(__name__)
 

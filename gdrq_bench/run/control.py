@@ -23,11 +23,11 @@ from pathlib import Path
 from filelock import FileLock
 from torch import nn
 
-from gdrq_bench import distributed
-from gdrq_bench.checkpoint import capture_rng, restore_rng
 from gdrq_bench.run.budget import finetune_stages
 from gdrq_bench.run.context import VALIDATION, Run
 from gdrq_bench.run.keys import float_control_key
+from gdrq_bench.training import distributed
+from gdrq_bench.training.checkpoint import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gdrq_bench.errors import ConfigError, ExportError, check_choice
+from gdrq_bench.config.errors import ConfigError, ExportError, check_choice
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, quantized_layers
 from gdrq_bench.run.context import Run
 

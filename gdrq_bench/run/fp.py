@@ -13,10 +13,10 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from gdrq_bench import distributed
-from gdrq_bench.errors import ConfigError, DataError
+from gdrq_bench.config.errors import ConfigError, DataError
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.keys import float_cache_key
+from gdrq_bench.training import distributed
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gdrq_bench import distributed
 from gdrq_bench.quant import QuantSpec, method_knobs
 from gdrq_bench.run.budget import finetune_stages
+from gdrq_bench.training import distributed
 
 # Bump when a code change alters the float model a config trains (2: BatchNorm momentum of
 # models trained from scratch; 3: the thread and process counts in effect, not the configured

@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gdrq_bench import distributed, provenance
-from gdrq_bench.checkpoint import RunCheckpoints
 from gdrq_bench.quant import FLOAT_BITS
+from gdrq_bench.reporting import provenance
+from gdrq_bench.reporting.run_logger import RunLogger, start_logger
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.control import stage_float_control
 from gdrq_bench.run.fp import stage_fp
@@ -18,7 +18,8 @@ from gdrq_bench.run.keys import run_key
 from gdrq_bench.run.report import stage_report
 from gdrq_bench.run.setup import RunSetup, prepare_run
 from gdrq_bench.run.stages import quantized_stages
-from gdrq_bench.run_logger import RunLogger, start_logger
+from gdrq_bench.training import distributed
+from gdrq_bench.training.checkpoint import RunCheckpoints
 
 
 def run_pipeline(cfg: DictConfig, command: str, run_dir: Path) -> dict[str, Any] | None:

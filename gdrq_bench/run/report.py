@@ -13,11 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gdrq_bench import provenance
-from gdrq_bench.config import SPEC_KEYS
-from gdrq_bench.errors import FoldError, GdrqError
+from gdrq_bench.config.errors import FoldError, GdrqError
+from gdrq_bench.config.schema import SPEC_KEYS
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, method_knobs
-from gdrq_bench.results import KNOB_COLUMNS, append_row, table_path
+from gdrq_bench.reporting import provenance
+from gdrq_bench.reporting.results import KNOB_COLUMNS, append_row, table_path
 from gdrq_bench.run.budget import finetune_epochs, stage_batches
 from gdrq_bench.run.context import STAGES, VALIDATION, Run
 from gdrq_bench.run.keys import spec_hash

@@ -12,12 +12,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gdrq_bench.errors import ConfigError
-from gdrq_bench.output_dirs import check_output_dirs
+from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
 from gdrq_bench.quant.fused import use_fused_kernels
 from gdrq_bench.run.budget import seed_stage
 from gdrq_bench.run.export import check_export
+from gdrq_bench.run.output_dirs import check_output_dirs
 from gdrq_bench.run.spec import build_spec, spec_error
 from gdrq_bench.run.task import build_task
 from gdrq_bench.tasks import Task

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gdrq_bench.config import SPEC_KEYS
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import SPEC_KEYS
 from gdrq_bench.quant import QuantSpec, SpecError, get_method
 
 

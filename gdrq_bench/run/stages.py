@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gdrq_bench import distributed
-from gdrq_bench.errors import FoldError
+from gdrq_bench.config.errors import FoldError
 from gdrq_bench.quant import (
     CLIP,
     FLOAT,
@@ -28,6 +27,7 @@ from gdrq_bench.quant import (
 )
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.export import stage_export
+from gdrq_bench.training import distributed
 
 log = logging.getLogger(__name__)
 

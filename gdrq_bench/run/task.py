@@ -7,12 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gdrq_bench import distributed
+from gdrq_bench.config.errors import ConfigError, check_choice
+from gdrq_bench.config.presets import presets_extending
 from gdrq_bench.data.bad_samples import POLICIES as BAD_SAMPLE_POLICIES
 from gdrq_bench.data.bad_samples import SKIP_LOG, BadSamplePolicy
-from gdrq_bench.errors import ConfigError, check_choice
-from gdrq_bench.presets import presets_extending
 from gdrq_bench.tasks import TASKS, Task
+from gdrq_bench.training import distributed
 
 
 def build_task(cfg: DictConfig, run_dir: Path) -> Task:

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from gdrq_bench.config import DatasetConfig, ModelConfig, TaskConfig, TrainerConfig
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import DatasetConfig, ModelConfig, TaskConfig, TrainerConfig
 from gdrq_bench.data.bad_samples import BadSamplePolicy
-from gdrq_bench.errors import ConfigError
 from gdrq_bench.quant import QuantScope
 from gdrq_bench.tasks.common import make_loader
 

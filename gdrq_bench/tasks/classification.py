@@ -11,12 +11,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from gdrq_bench.config import ClassificationDatasetConfig
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import ClassificationDatasetConfig
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.fashion_mnist import load_fashion_mnist
 from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
-from gdrq_bench.errors import ConfigError
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
 from gdrq_bench.tasks.base import Task

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm import tqdm
 
-from gdrq_bench import distributed
 from gdrq_bench.data.bad_samples import BadSamplePolicy, GuardedDataset, WithoutSkipped
+from gdrq_bench.training import distributed
 
 # Seeds the evaluation subset of trainer.max_eval_batches: the same for every model and run.
 EVAL_SUBSET_SEED = 0

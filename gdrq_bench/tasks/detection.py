@@ -9,7 +9,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gdrq_bench.config import (
+from gdrq_bench.config.errors import check_choice
+from gdrq_bench.config.schema import (
     DetectionDatasetConfig,
 )
 from gdrq_bench.data.bad_samples import GuardedDataset
@@ -17,7 +18,6 @@ from gdrq_bench.data.detection import CocoDetectionSet, VocDetectionSet, collate
 from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
 from gdrq_bench.data.voc import VOC_CLASSES
-from gdrq_bench.errors import check_choice
 from gdrq_bench.metrics.coco_eval import coco_bbox_stats
 from gdrq_bench.metrics.voc_map import voc_map
 from gdrq_bench.models.detectors import (

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from gdrq_bench.config import (
+from gdrq_bench.config.errors import check_choice
+from gdrq_bench.config.schema import (
     SegmentationDatasetConfig,
 )
 from gdrq_bench.data.holdout import split_holdout
@@ -22,7 +23,6 @@ from gdrq_bench.data.segmentation import (
 )
 from gdrq_bench.data.shapes import SHAPE_CLASSES, prepare_shapes, voc_root
 from gdrq_bench.data.voc import IGNORE_INDEX
-from gdrq_bench.errors import check_choice
 from gdrq_bench.metrics.segmentation import ConfusionMatrix
 from gdrq_bench.models.segmenters import build_segmenter, check_segmenter, segmenter_scope
 from gdrq_bench.tasks.base import Task

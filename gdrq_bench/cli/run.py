@@ -16,37 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from gdrq_bench import presets
-from gdrq_bench.config import register_configs
-from gdrq_bench.errors import GdrqError
-from gdrq_bench.presets import CONFIG_DIR
+from gdrq_bench.config import CONFIG_DIR, presets
+from gdrq_bench.config.errors import GdrqError
+from gdrq_bench.config.overrides import quote_numeric_choice, unquote_numeric_choice
 
 log = logging.getLogger("gdrq_bench")
-
-# Groups whose option names are numbers (bits=4): Hydra reads `bits=4` as an int and refuses it
-# as a group choice, so the command line is rewritten to the quoted form it accepts (bits='4').
-NUMERIC_CHOICE_GROUPS = ("bits",)
-CHOICE_LIST = re.compile(r"^(\w+)=([\w',]+)$")
-
-
-def quote_numeric_choice(override: str) -> str:
-    """bits=4 -> bits='4' and bits=8,4,w2a4 -> bits='8','4',w2a4; anything else unchanged."""
-    match = CHOICE_LIST.match(override)
-    if not match or match[1] not in NUMERIC_CHOICE_GROUPS:
-        return override
-    values = (f"'{value}'" if value.isdigit() else value for value in match[2].split(","))
-    return f"{match[1]}=" + ",".join(values)
-
-
-def unquote_numeric_choice(override: str) -> str:
-    """The inverse, so the recorded command reads as a user would type it."""
-    match = CHOICE_LIST.match(override)
-    if not match or match[1] not in NUMERIC_CHOICE_GROUPS:
-        return override
-    return f"{match[1]}={match[2].replace(chr(39), '')}"
-
-
-register_configs()
 
 
 def _to_log_file(message: str) -> None:
@@ -203,7 +177,9 @@ def main() -> None:
     if problem:
         print(f"gdrq-run: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    from gdrq_bench.distributed import env_rank  # torch: not needed to refuse a bad override
+    from gdrq_bench.training.distributed import (
+        env_rank,  # torch: not needed to refuse a bad override
+    )
 
     if env_rank() > 0:
         arguments += SILENT_RANK_OVERRIDES

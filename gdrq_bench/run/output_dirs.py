@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
 
 # the results table; float models and generated data; per-epoch checkpoints
 OUTPUT_KEYS = ("results_dir", "cache_dir", "checkpoint_dir")

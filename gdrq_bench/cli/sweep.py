@@ -18,9 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gdrq_bench.errors import SweepError
+from gdrq_bench.config.errors import SweepError
 
-SWEEP_DIR = Path(__file__).resolve().parent.parent / "conf" / "sweep"
+SWEEP_DIR = Path(__file__).resolve().parents[2] / "conf" / "sweep"
 GDRQ_RUN = str(Path(sys.executable).parent / "gdrq-run")
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from gdrq_bench.config import SPEC_KEYS
-from gdrq_bench.errors import ConfigError
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import SPEC_KEYS
 
 # The stable interface (DESIGN.md): add columns at the end, never rename or reorder these.
 ROW_COLUMNS = [

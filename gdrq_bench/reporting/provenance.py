@@ -17,7 +17,7 @@ RESULTS_PATHSPECS = (":!results", ":!bench/results", ":!bench/RESULTS*.md")
 def git_sha() -> str:
     """The checkout's commit, '-dirty' if it has uncommitted changes outside the results,
     'unknown' outside git."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
         return subprocess.run(

@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gdrq_bench.results import DEBUG_DIR
+from gdrq_bench.reporting.results import DEBUG_DIR
 
 SHOWN = ("metric", "fp", "folded", "drop", "command")
 

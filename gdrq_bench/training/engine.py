@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gdrq_bench import distributed
-from gdrq_bench.checkpoint import capture_rng, restore_rng
-from gdrq_bench.errors import GdrqError, TrainingError
+from gdrq_bench.config.errors import GdrqError, TrainingError
+from gdrq_bench.training import distributed
+from gdrq_bench.training.checkpoint import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 

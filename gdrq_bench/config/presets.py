@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 # The repo's conf/ (the package is installed editable from the checkout).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 NOT_GDRQ_RUN_GROUPS = ("hydra", "sweep")  # Hydra's own; gdrq-sweep's presets
 
 

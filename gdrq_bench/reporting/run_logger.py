@@ -45,7 +45,7 @@ class WandbLogger(RunLogger):
         self._run.log(metrics)
 
     def log_weight_histogram(self, stats: dict[str, Any], run_dir: Path) -> None:
-        from gdrq_bench.board.plots import save, weight_histogram
+        from gdrq_bench.reporting.figures import save, weight_histogram
 
         figure, layer = weight_histogram(stats)
         image = save(figure, run_dir / "weight_histogram.png")
