@@ -43,6 +43,14 @@ class Step:
     commands: tuple[tuple[str, ...], ...]  # the last one prints the section's table
 
 
+def _preset_commands(preset: str, jobs: int, *table_args: str) -> tuple[tuple[str, ...], ...]:
+    """bench/accuracy.py's runs of a preset, then its table (`table_args`: e.g. one data set)."""
+    return (
+        (PY, "bench/accuracy.py", "run", "--preset", preset, "--jobs", str(jobs)),
+        (PY, "bench/accuracy.py", "table", "--preset", preset, *table_args),
+    )
+
+
 def steps(jobs: int) -> list[Step]:
     return [
         Step(
@@ -118,10 +126,7 @@ def steps(jobs: int) -> list[Step]:
             "collapsed methods left out (†), or holds the test images' noise only (‡). Under "
             "each table, the same runs on the validation split: the figures any choice is "
             "made on. Rows in bench/results/fashion/.",
-            (
-                (PY, "bench/accuracy.py", "run", "--preset", "bench_fashion", "--jobs", str(jobs)),
-                (PY, "bench/accuracy.py", "table", "--preset", "bench_fashion"),
-            ),
+            _preset_commands("bench_fashion", jobs),
         ),
         Step(
             "digits",
@@ -131,18 +136,7 @@ def steps(jobs: int) -> list[Step]:
             "the default trainer (float 10 epochs, then 6 fine-tuning epochs for every method: "
             "reshape 2 and QAT 4 with Scale-Clip, QAT 6 without), one float model "
             "(`fp_seed=0`), seeds 0, 1 and 2 at every width; columns as above.",
-            (
-                (PY, "bench/accuracy.py", "run", "--preset", "bench_digits", "--jobs", str(jobs)),
-                (
-                    PY,
-                    "bench/accuracy.py",
-                    "table",
-                    "--preset",
-                    "bench_digits",
-                    "--dataset",
-                    "digits",
-                ),
-            ),
+            _preset_commands("bench_digits", jobs, "--dataset", "digits"),
         ),
         Step(
             "shapes",
@@ -157,10 +151,7 @@ def steps(jobs: int) -> list[Step]:
             "over images, and these tasks keep no per-image results; the scenes are few (one "
             "scene is many points), so only large differences mean anything. Rows in "
             "bench/results/shapes/.",
-            (
-                (PY, "bench/accuracy.py", "run", "--preset", "bench_shapes", "--jobs", str(jobs)),
-                (PY, "bench/accuracy.py", "table", "--preset", "bench_shapes"),
-            ),
+            _preset_commands("bench_shapes", jobs),
         ),
         Step(
             "cost",

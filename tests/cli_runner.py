@@ -38,6 +38,24 @@ def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
     )
 
 
+def gdrq_run_with_modules(
+    tmp_path: Path, modules: dict[str, str], *overrides: str
+) -> subprocess.CompletedProcess:
+    """A smoke run with `modules` (file name: source) on its PYTHONPATH: a sitecustomize that
+    breaks something on purpose at start-up, or a plugin named in `plugins=`."""
+    folder = tmp_path / "modules"
+    folder.mkdir(exist_ok=True)
+    for name, source in modules.items():
+        (folder / name).write_text(source)
+    return subprocess.run(
+        gdrq_command(tmp_path, "logger=none", *overrides),
+        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, str]]:
     """The rows of tmp_path/results: smoke runs (capped batches) write to its debug/ table."""
     table = table_path(tmp_path / "results", task, debug=True)

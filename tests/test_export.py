@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from cli_runner import error_lines, gdrq_command, gdrq_env, gdrq_run, read_rows
+from cli_runner import error_lines, gdrq_run, gdrq_run_with_modules, read_rows
 from hydra import compose, initialize_config_dir
 from torch import nn
 
@@ -291,16 +290,7 @@ def test_a_failed_export_keeps_the_trained_run(tmp_path: Path) -> None:
     run imports at start-up) fails parity after training: the run exits non-zero with one
     error line, its row is written marked failed with the difference found, and the folded
     model is kept in the run directory."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BROKEN_EXPORT)
-    result = subprocess.run(
-        gdrq_command(tmp_path, "logger=none", "export=both"),
-        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(hook)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = gdrq_run_with_modules(tmp_path, {"sitecustomize.py": BROKEN_EXPORT}, "export=both")
     assert result.returncode != 0
     (line,) = error_lines(result)
     assert "exact ONNX graph differs from the float32 folded model" in line

@@ -3,12 +3,11 @@ training, without losing the training."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import error_lines, gdrq_command, gdrq_env, read_rows
+from cli_runner import error_lines, gdrq_run_with_modules, read_rows
 
 BROKEN_FOLD = """
 import gdrq_bench.quant.fold as fold
@@ -35,16 +34,7 @@ def test_a_fold_beyond_the_tolerance_fails_the_run_and_keeps_the_training(
     at start-up): the run exits non-zero with one line naming the layer, its row is written
     marked failed=fold with the error measured, the trained quantized model is kept, and no
     export is made of the broken fold."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BROKEN_FOLD)
-    result = subprocess.run(
-        gdrq_command(tmp_path, "logger=none", "export=exact"),
-        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(hook)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = gdrq_run_with_modules(tmp_path, {"sitecustomize.py": BROKEN_FOLD}, "export=exact")
     assert result.returncode != 0
     (line,) = error_lines(result)
     assert "fold check failed: max relative difference " in line

@@ -19,6 +19,7 @@ from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.data.digits import prepare_digits
 from gdrq_bench.data.holdout import holdout_indices
 from gdrq_bench.run import prepare_run
+from gdrq_bench.tasks import Task
 
 
 def test_holdout_is_stratified_disjoint_and_fixed() -> None:
@@ -59,20 +60,27 @@ def test_held_out_images_leave_training_and_are_seen_as_evaluation_images(
     assert full.holdout_loader() is None
 
 
-def test_segmentation_holds_out_scenes_seen_as_evaluation_scenes(tmp_path: Path) -> None:
-    """Scenes hold many classes: a plain draw of the training scenes, read without the
-    training crop and flip."""
+def _scenes_held_out(tmp_path: Path, count: int, *overrides: str) -> Task:
+    """The task of `overrides` with `count` training scenes held out, checked against the
+    same task without: a plain draw, disjoint from training, read as evaluation scenes."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         full, held = (
-            compose("config", overrides=[f"cache_dir={tmp_path}", "task=segmentation", *extra])
-            for extra in ([], ["dataset.holdout=20"])
+            compose("config", overrides=[f"cache_dir={tmp_path}", *overrides, *extra])
+            for extra in ([], [f"dataset.holdout={count}"])
         )
     everything = prepare_run(full, tmp_path / "a").task
     task = prepare_run(held, tmp_path / "b").task
     assert len(task.train_set) + len(task.holdout_set) == len(everything.train_set)
     assert set(task.holdout_set.indices).isdisjoint(task.train_set.indices)
-    assert len(task.holdout_set) == 20 and not task.holdout_set.dataset.train
+    assert len(task.holdout_set) == count and not task.holdout_set.dataset.train
     assert task.train_set.dataset.train and everything.holdout_loader() is None
+    return task
+
+
+def test_segmentation_holds_out_scenes_seen_as_evaluation_scenes(tmp_path: Path) -> None:
+    """Scenes hold many classes: a plain draw of the training scenes, read without the
+    training crop and flip."""
+    _scenes_held_out(tmp_path, 20, "task=segmentation")
 
 
 class _Oracle(nn.Module):
@@ -102,18 +110,7 @@ def test_detection_holds_out_scenes_scored_against_the_training_annotations(
     finds exactly their annotated boxes scores 100 on them, so the held-out images are
     scored against the training split's annotations (COCO's file, VOC's XML), not the
     evaluation split's."""
-    overrides = [f"cache_dir={tmp_path}", "task=detection", f"dataset.format={layout}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        full, held = (
-            compose("config", overrides=[*overrides, *extra])
-            for extra in ([], ["dataset.holdout=12"])
-        )
-    everything = prepare_run(full, tmp_path / "a").task
-    task = prepare_run(held, tmp_path / "b").task
-    assert len(task.train_set) + len(task.holdout_set) == len(everything.train_set)
-    assert set(task.holdout_set.indices).isdisjoint(task.train_set.indices)
-    assert len(task.holdout_set) == 12 and not task.holdout_set.dataset.train
-    assert task.train_set.dataset.train and everything.holdout_loader() is None
+    task = _scenes_held_out(tmp_path, 12, "task=detection", f"dataset.format={layout}")
     oracle = _Oracle(task.holdout_set)
     assert task.evaluate(oracle, task.holdout_loader())[metric] == pytest.approx(100.0)
     # the oracle knows no evaluation image: it fails there, so scoring did read held-out ones

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import assert_failed_cleanly, error_lines, gdrq_command, gdrq_env, read_rows
+from cli_runner import assert_failed_cleanly, error_lines, gdrq_run_with_modules, read_rows
 
 NPZ_EXPORT = '''
 """An export format from outside gdrq_bench: the folded model's integer weights as .npz."""
@@ -34,16 +34,7 @@ register_export("npz", ExportFormat(write_npz))
 
 
 def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(exist_ok=True)
-    (plugins / "npz_export.py").write_text(NPZ_EXPORT)
-    return subprocess.run(
-        gdrq_command(tmp_path, "logger=none", *overrides),
-        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(plugins)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return gdrq_run_with_modules(tmp_path, {"npz_export.py": NPZ_EXPORT}, *overrides)
 
 
 @pytest.mark.slow
