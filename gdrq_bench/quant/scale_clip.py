@@ -2,8 +2,9 @@
 
 Two ways to apply the weight clip during training ([choice], METHOD.md section 3):
 `clamp` clips in the forward pass only, so the stored weights keep their values beyond T;
-`project` writes the clip into the stored weights before each training forward, so the network
-itself is reshaped and a clipped weight that the loss pushes inward moves back inside.
+`project` writes the clip into the stored weights before each training forward (the weight
+quantizer's start_step), so the network itself is reshaped and a clipped weight that the loss
+pushes inward moves back inside.
 """
 
 from __future__ import annotations
@@ -44,10 +45,3 @@ def scale_clip_weight(
     if grad_outside:
         return weight + (clipped - weight).detach()
     return clipped
-
-
-@torch.no_grad()
-def project_weight_(weight: Tensor, k: float, stat: str = "mean_abs") -> Tensor:
-    """Clip the stored weight in place at T = k * s(W) (of the weight before clipping)."""
-    threshold = weight_threshold(weight, k, stat)
-    return weight.clamp_(-threshold, threshold)
