@@ -34,9 +34,11 @@ sweep: install
 board: install
 	$(BIN)/gdrq-board $(BOARD_ARGS)
 
-# Float recipes, accuracy (every method and Brevitas), cost and evaluation benchmarks ->
-# bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps. From a cold machine on 2 CPU
-# cores: float recipes about 6 h, accuracy about 4.5 h, the other steps about 15 min.
+# Float recipes, accuracy (every method and Brevitas), shapes, cost and evaluation benchmarks ->
+# bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps; a stopped step resumes. On 2
+# CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (8 to 27
+# epochs per network); the accuracy step's 200 runs of the issue-26 protocol are not timed
+# yet (the earlier 99-run grid took 2 h 28 min at 2 jobs); the cost steps about 15 min.
 BENCH_ARGS ?=
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/make_results.py $(BENCH_ARGS)
