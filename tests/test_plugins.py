@@ -1,5 +1,5 @@
-"""Extension seams: a module named in `plugins` adds an export format from outside the
-package, and gdrq-run writes it like its own."""
+"""Extension seams: a module named in `plugins` adds an export format or a data set from
+outside the package, and gdrq-run uses it like its own."""
 
 from __future__ import annotations
 
@@ -59,3 +59,79 @@ def test_an_unknown_format_or_plugin_is_named_before_training(tmp_path: Path) ->
     result = _run(tmp_path, "plugins=[no_such_module]")
     assert_failed_cleanly(result, tmp_path, "classification", "plugins")
     assert "cannot import 'no_such_module'" in error_lines(result)[0]
+
+
+STRIPES_DATA = '''
+"""A data set from outside gdrq_bench: 4 classes of striped 32x32 images, made in memory."""
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from gdrq_bench.data.registry import register_classification
+
+
+class Stripes(Dataset):
+    classes = ["horizontal", "vertical", "diagonal", "plain"]
+
+    def __init__(self, count, seed, transform):
+        rng = np.random.default_rng(seed)
+        self.targets = [i % 4 for i in range(count)]
+        self.images = [self._draw(label, rng) for label in self.targets]
+        self.transform = transform
+
+    @staticmethod
+    def _draw(label, rng):
+        grid = np.indices((32, 32)).sum(axis=0) if label == 2 else np.indices((32, 32))[label % 2]
+        stripes = (grid // 4) % 2 if label < 3 else np.zeros((32, 32))
+        noise = rng.normal(0, 0.1, (32, 32))
+        pixels = np.clip((stripes + noise) * 255, 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels).convert("RGB")
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.transform(self.images[index]), self.targets[index]
+
+
+def stripes(dataset, cache_dir):
+    return lambda train, transform: Stripes(160 if train else 64, int(not train), transform)
+
+
+register_classification("stripes", stripes)
+'''
+
+STRIPES_YAML = """
+defaults:
+  - classification_schema
+  - _self_
+
+name: stripes
+root: unused
+image_size: 32
+preset: small
+num_workers: 0
+"""
+
+
+@pytest.mark.slow
+def test_a_data_set_added_by_a_plugin_trains_and_scores(tmp_path: Path) -> None:
+    """One module (the data set, registered) and one YAML (on Hydra's search path), nothing
+    in tasks/: gdrq-run trains, quantizes and scores on it, held-out split included."""
+    conf = tmp_path / "conf" / "dataset"
+    conf.mkdir(parents=True)
+    (conf / "stripes.yaml").write_text(STRIPES_YAML)
+    result = gdrq_run_with_modules(
+        tmp_path,
+        {"stripes_data.py": STRIPES_DATA},
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "plugins=[stripes_data]",
+        "dataset=stripes",
+        "dataset.holdout=16",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = read_rows(tmp_path)
+    assert row["dataset"] == "stripes" and row["eval_samples"] == "64"
+    assert row["val_samples"] == "16"
+    assert 0.0 <= float(row["folded"]) <= 100.0 and float(row["fold_err"]) <= 1e-6

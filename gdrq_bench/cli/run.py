@@ -67,6 +67,7 @@ HYDRA_DETAIL = (
     "Set the environment variable",
     "To append to your config use",
 )
+SEARCH_PATH = "hydra.searchpath="  # more conf/ folders, e.g. a plugin's data set YAML
 UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'; Key '[^']+' not in '\w+'")
 
 
@@ -126,11 +127,17 @@ def unread_key_error(overrides: list[str]) -> str | None:
 
 def composition_error(arguments: list[str]) -> str | None:
     """The one-line error of a single run's overrides that do not compose, None if they do.
-    A multirun, Hydra's own flags and hydra.* overrides are left to Hydra, and so is
+    A multirun, Hydra's own flags and hydra.* overrides but hydra.searchpath are left to
+    Hydra, and so is
     everything under HYDRA_FULL_ERROR=1, which asks for Hydra's whole report."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.startswith("-") for a in arguments):
         return None
-    overrides = [a for a in arguments if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    overrides = [
+        argument
+        for argument in arguments
+        if argument.startswith(SEARCH_PATH)  # a plugin's conf/ folder holds its options
+        or not argument.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             compose("config", overrides=overrides)

@@ -1,5 +1,5 @@
-"""Image classification on ImageFolder trees (ImageNet, any ImageFolder, the embedded digits)
-and on Fashion-MNIST's IDX files."""
+"""Image classification on the data sets of data/registry.py (ImageFolder trees: ImageNet, any
+ImageFolder, the embedded digits; Fashion-MNIST's IDX files; any a plugin registers)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,14 @@ from torchvision import transforms as T
 
 from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.config.schema import ClassificationDatasetConfig
-from gdrq_bench.data.digits import prepare_digits
-from gdrq_bench.data.fashion_mnist import load_fashion_mnist
 from gdrq_bench.data.holdout import split_holdout
-from gdrq_bench.data.imagefolder import check_same_classes, load_imagefolder
+from gdrq_bench.data.imagefolder import check_same_classes
+from gdrq_bench.data.registry import classification_loader
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
 from gdrq_bench.tasks.base import Task
 from gdrq_bench.tasks.common import eval_batches, pair_to_device, write_json
 
-DATASET_NAMES = ("digits", "fashion_mnist", "imagenet", "imagefolder")
 PRESETS = ("small", "fashion", "imagenet")
 FASHION_SIDE = 28  # Fashion-MNIST's images are 28x28
 
@@ -57,25 +55,8 @@ class ClassificationTask(Task):
     def setup(self, cache_dir: str) -> None:
         dataset, model = self.dataset_config, self.model_config
         check_classifier(model.name, model.pretrained)
-        if dataset.name not in DATASET_NAMES:
-            raise ConfigError(
-                f"dataset.name={dataset.name}: unknown; valid: {', '.join(DATASET_NAMES)}"
-            )
+        load = classification_loader(dataset, cache_dir)  # the data set's registered source
         train_transform, eval_transform = build_transforms(dataset)
-        root = Path(dataset.root).expanduser()
-        if dataset.name == "fashion_mnist":  # the standard 60k/10k split of the IDX files
-
-            def load(train: bool, transform: T.Compose) -> Any:
-                return load_fashion_mnist(root, cache_dir, train, transform)
-
-        else:
-            if dataset.name == "digits":
-                root = prepare_digits(root, dataset.image_size)
-
-            def load(train: bool, transform: T.Compose) -> Any:
-                split = dataset.train_split if train else dataset.val_split
-                return load_imagefolder(root, split, transform)
-
         train_set, self.eval_set = load(True, train_transform), load(False, eval_transform)
         check_same_classes(train_set, self.eval_set)
         self.num_classes = len(train_set.classes)
