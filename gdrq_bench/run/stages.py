@@ -94,8 +94,9 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
     if not check["max_rel"] <= tolerance:  # NaN fails too
         kept = run.run_dir / QUANTIZED_MODEL
         torch.save(qmodel.state_dict(), kept)  # the module holds unpicklable kernel state
+        probe = run.task.fold_probe(qmodel)  # the view verify_fold ran (a detector's: wrapped)
         found = next(
-            (hit for batch in batches if (hit := first_differing_layer(qmodel, batch, tolerance))),
+            (hit for batch in batches if (hit := first_differing_layer(probe, batch, tolerance))),
             None,
         )
         where = (
