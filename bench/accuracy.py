@@ -1,7 +1,7 @@
 """Accuracy of every method and Brevitas on shared float models, with the noise stated.
 
     python bench/accuracy.py run [--preset bench_fashion] [--jobs 2]
-    python bench/accuracy.py table [--preset bench_fashion] [--dataset D] [--results CSV]
+    python bench/accuracy.py table [--preset bench_fashion] [--dataset D] [--results DIR]
 
 `run` takes a sweep preset of conf/sweep/ and runs the float model of each of its models
 (`gdrq-run bits=32` with the preset's overrides and the grid's float recipe), then grid by grid
@@ -152,12 +152,17 @@ def method_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[
     return [[*common, *run] for run in _runs_of(grid)]
 
 
+def task_tables(results_dir: Path) -> list[Path]:
+    """The results tables of `results_dir`, one per task (none if it does not exist yet)."""
+    return sorted(results_dir.glob("*.csv"))
+
+
 def finished_runs(results_dir: Path) -> set[str]:
     """The recorded commands that already have a latest row in one of results_dir's tables,
     and, for classification, its per-image results kept (a row whose vector was lost is run
     again: the table's intervals need it)."""
     finished = set()
-    for results in sorted(results_dir.glob("*.csv")):
+    for results in task_tables(results_dir):
         rows = latest_rows(results)
         if results.name == CLASSIFICATION:
             rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
@@ -471,7 +476,7 @@ def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
 def tables(results_dir: Path, dataset: str | None = None) -> None:
     """The tables of every task table in results_dir (of `dataset` only, if given):
     classification's with the intervals, the other tasks' with their metric's spread."""
-    found = sorted(results_dir.glob("*.csv"))
+    found = task_tables(results_dir)
     if not found:
         print(f"No rows in {results_dir} yet: bench/accuracy.py run makes them.")
     for results in found:

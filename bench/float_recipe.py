@@ -43,7 +43,7 @@ from typing import NamedTuple
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, when imported
-from accuracy import Job, float_commands, recorded, run_jobs, without_resume
+from accuracy import Job, float_commands, recorded, run_jobs, task_tables, without_resume
 
 RESULTS_DIR = Path("bench/results/float_recipe")
 FLOAT_BITS = "bits=32"
@@ -81,15 +81,10 @@ def recipe_commands(
     ]
 
 
-def tables(results_dir: Path) -> list[Path]:
-    """The results tables of `results_dir`, one per task (none if it does not exist yet)."""
-    return sorted(results_dir.glob("*.csv"))
-
-
 def recorded_commands(results_dir: Path) -> set[str]:
     """The `command` of every row of the tables in `results_dir`, as `recorded` spells it."""
     commands = set()
-    for path in tables(results_dir):
+    for path in task_tables(results_dir):
         with path.open(newline="") as table:
             commands |= {without_resume(row["command"]) for row in csv.DictReader(table)}
     return commands
@@ -260,7 +255,7 @@ def curves(results_dir: Path) -> list[Curve]:
     """The float runs of results_dir's tables with a validation score and their epochs on the
     command line, one curve per command that differs only in its epochs, in the tables'
     order."""
-    read = [pd.read_csv(path) for path in tables(results_dir)]
+    read = [pd.read_csv(path) for path in task_tables(results_dir)]
     if not read:
         return []
     rows = pd.concat(read, ignore_index=True)
