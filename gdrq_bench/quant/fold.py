@@ -197,6 +197,12 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     return model(*batch) if isinstance(batch, tuple) else model(batch)
 
 
+def _difference(expected: Tensor, actual: Tensor) -> tuple[float, float]:
+    """The largest absolute difference of two outputs, and that over the largest |expected|."""
+    difference = (actual - expected).abs().max().item()
+    return difference, difference / max(expected.abs().max().item(), 1e-30)
+
+
 @torch.no_grad()
 def verify_fold(
     qmodel: nn.Module, folded: nn.Module | None, batches: Iterable[Any]
@@ -224,9 +230,8 @@ def verify_fold(
         for expected, actual in pairs:
             if expected.numel() == 0:
                 continue
-            difference = (actual - expected).abs().max().item()
-            max_abs = max(max_abs, difference)
-            max_rel = max(max_rel, difference / max(expected.abs().max().item(), 1e-30))
+            difference, relative = _difference(expected, actual)
+            max_abs, max_rel = max(max_abs, difference), max(max_rel, relative)
     result = {"max_abs": max_abs, "max_rel": max_rel}
     if folded is not None:
         mine = dict(folded.named_buffers())
@@ -282,9 +287,7 @@ def first_differing_layer(
         for hook in hooks:
             hook.remove()
     for layer, actual in outputs["folded"].items():  # in the order the layers ran
-        expected = outputs["reference"][layer]
-        difference = (actual - expected).abs().max().item()
-        relative = difference / max(expected.abs().max().item(), 1e-30)
+        _, relative = _difference(outputs["reference"][layer], actual)
         if relative > tolerance:
             return layer, relative
     return None
