@@ -162,7 +162,7 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 def _expected_affine(layer: nn.Module, bn: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
     """M_c = gamma_c d_g(c) d_a / sqrt(var_c + eps), B_c = beta_c + gamma_c (b_c - mu_c) / ..."""
     weights, inputs = layer.weight_quantizer, layer.input_quantizer
-    weight_step = _numpy(weights.group_alpha[weights.group_of]) / (2 ** (weights.bits - 1) - 1)
+    weight_step = _numpy(weights.clip.group_alpha[weights.group_of]) / (2 ** (weights.bits - 1) - 1)
     input_alpha = inputs.scale * inputs.running_stat.item()  # k_a * EMA(mean|a|)
     input_step = input_alpha / (2 ** (inputs.bits - 1) - 1 if inputs.signed else 2**inputs.bits - 1)
     bias = _numpy(layer.bias) if layer.bias is not None else np.zeros_like(weight_step)

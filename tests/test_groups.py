@@ -182,14 +182,14 @@ def test_alpha_search_is_redone_every_n_training_steps():
     quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha_every=3)).train()
     changed = []
     for _ in range(7):
-        before = quantizer.group_alpha.clone()
+        before = quantizer.clip.group_alpha.clone()
         quantizer(weight)
-        changed.append(not torch.equal(quantizer.group_alpha, before))
+        changed.append(not torch.equal(quantizer.clip.group_alpha, before))
         weight = weight * 1.5
     assert changed == [True, False, False, True, False, False, True]
-    before = quantizer.group_alpha.clone()
+    before = quantizer.clip.group_alpha.clone()
     quantizer.eval()(weight * 2)
-    assert torch.equal(quantizer.group_alpha, before)
+    assert torch.equal(quantizer.clip.group_alpha, before)
 
 
 def test_a_layer_called_several_times_per_step_counts_one_step():
@@ -200,9 +200,9 @@ def test_a_layer_called_several_times_per_step_counts_one_step():
     searches = []
     for _ in range(4):  # steps
         for _ in range(5):  # pyramid levels
-            before = quantizer.group_alpha.clone()
+            before = quantizer.clip.group_alpha.clone()
             quantizer(weight)
-            searches.append(not torch.equal(quantizer.group_alpha, before))
+            searches.append(not torch.equal(quantizer.clip.group_alpha, before))
         with torch.no_grad():
             weight.mul_(1.5)  # the optimizer's in-place update
     assert int(quantizer.steps) == 4

@@ -14,6 +14,7 @@ from gdrq_bench.quant import (
     METHODS,
     QUANT,
     QuantSpec,
+    SpecError,
     commit_scale_clip,
     get_method,
     method_knobs,
@@ -22,6 +23,8 @@ from gdrq_bench.quant import (
     set_mode,
 )
 from gdrq_bench.quant.act_quant import LearnedAct
+from gdrq_bench.quant.group_clips import LearnedClip
+from gdrq_bench.quant.scale_clip import WeightScaleClip
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 
 GROUPED = {"gdrq", "groups_only"}
@@ -99,16 +102,20 @@ def test_groups_scale_clip_and_clip_rule_per_method(method):
         quantizer = layer.weight_quantizer
         if isinstance(quantizer, GroupWeightQuantizer):
             assert quantizer.groups == (2 if method in GROUPED else 1)
-            assert quantizer.clip_k == (3.0 if method in SCALE_CLIP else None)
-            assert quantizer.alpha_mode == WEIGHT_ALPHA[method]
+            assert _scale_clip_k(quantizer) == (3.0 if method in SCALE_CLIP else None)
+            assert quantizer.clip.name == WEIGHT_ALPHA[method]
         else:
             assert method in {"pact", "dorefa"}
+
+
+def _scale_clip_k(quantizer: GroupWeightQuantizer) -> float | None:
+    return None if quantizer.scale_clip is None else quantizer.scale_clip.k
 
 
 def _learned_alphas(model: nn.Module) -> list[torch.nn.Parameter]:
     alphas = []
     for module in model.modules():
-        if isinstance(module, GroupWeightQuantizer) and module.alpha_mode == "learned":
+        if isinstance(module, LearnedClip):
             alphas.append(module.learned_alpha)
         if isinstance(module, LearnedAct):
             alphas.append(module.clip)
@@ -168,7 +175,7 @@ def test_lsq_weight_clip_initialisation():
     layer = _single_layer("lsq").train()
     layer.weight_quantizer(layer.weight)
     expected = 2 * layer.weight.abs().mean().item() * positive_levels(3, signed=True) ** 0.5
-    assert layer.weight_quantizer.learned_alpha.item() == pytest.approx(expected, rel=1e-6)
+    assert layer.weight_quantizer.clip.learned_alpha.item() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("statistic", ["mean_abs", "max_abs"])
@@ -204,13 +211,13 @@ def test_edge_layers_at_their_own_bits_are_not_scale_clipped(method, edge_alpha)
     ]
     first, middle, last = layers
     for edge in (first, last):
-        assert edge.weight_quantizer.bits == 8 and edge.weight_quantizer.clip_k is None
-        assert edge.weight_quantizer.alpha_mode == edge_alpha
+        assert edge.weight_quantizer.bits == 8 and edge.weight_quantizer.scale_clip is None
+        assert edge.weight_quantizer.clip.name == edge_alpha
         assert isinstance(edge.input_quantizer, MinMaxAct)
-    assert middle.weight_quantizer.clip_k == 3.0
+    assert _scale_clip_k(middle.weight_quantizer) == 3.0
     assert isinstance(middle.input_quantizer, ScaleClipAct)
     same = quantized_layers(quantize_model(_tiny_model(), _spec(method)))
-    assert all(layer.weight_quantizer.clip_k == 3.0 for _, layer in same)
+    assert all(_scale_clip_k(layer.weight_quantizer) == 3.0 for _, layer in same)
 
 
 def _batch_stat_before_issue_19(self, x: torch.Tensor) -> torch.Tensor:
@@ -243,13 +250,13 @@ def test_training_steps_match_the_unshortened_graph_bit_for_bit(monkeypatch, met
     models = [quantize_model(_tiny_model(), spec).train() for _ in range(2)]
     shortcuts = []
     for module in models[0].modules():
-        if isinstance(module, GroupWeightQuantizer):
+        if isinstance(module, WeightScaleClip):
             still = module._still_projected
             module._still_projected = lambda weight, still=still: (
                 shortcuts.append(still(weight)) or shortcuts[-1]
             )
     for module in models[1].modules():
-        if isinstance(module, GroupWeightQuantizer):
+        if isinstance(module, WeightScaleClip):
             module._still_projected = lambda weight: False
         if isinstance(module, RunningStatClip):
             module._batch_stat = _batch_stat_before_issue_19.__get__(module)
@@ -351,3 +358,16 @@ def test_a_knob_a_method_does_not_read_changes_none_of_its_numbers(method: str) 
     assert moved == []
     # the harness sees a read knob move the numbers
     assert not torch.equal(_trained_output(replace(base, first_last_bits="same")), expected)
+
+
+def test_every_valid_alpha_choice_builds_the_clip_policy_of_its_name():
+    """spec.alpha's choices and the policies a spec can name are one list; max|W_g| is a
+    policy minmax composes, not a value of spec.alpha."""
+    from gdrq_bench.quant.choices import ALPHA_MODES
+    from gdrq_bench.quant.group_clips import ALPHA_CHOICES, chosen_clip
+
+    assert tuple(ALPHA_CHOICES) == ALPHA_MODES
+    for alpha in ALPHA_MODES:
+        assert chosen_clip(QuantSpec(alpha=alpha), 4, 2).name == alpha
+    with pytest.raises(SpecError, match="alpha='max'"):
+        QuantSpec(alpha="max")

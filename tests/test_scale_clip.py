@@ -7,6 +7,7 @@ from quant_reference import reference_quantize
 
 from gdrq_bench.quant import CLIP, QUANT
 from gdrq_bench.quant.act_quant import ScaleClipAct
+from gdrq_bench.quant.group_clips import MeanClip
 from gdrq_bench.quant.scale_clip import weight_threshold
 from gdrq_bench.quant.spec import QuantSpec
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
@@ -56,7 +57,7 @@ def test_quant_mode_clips_at_the_current_threshold_then_rounds():
     """Scale-Clip-only weights: T = k mean|W|, alpha = k mean|clip(W, T)|, both of this step."""
     weight, k, bits = _weight(), 2.0, 4
     quantizer = GroupWeightQuantizer(
-        bits, 8, 1, QuantSpec(k_w=k, clip_style="clamp"), alpha_mode="scale_clip", scale_clip=True
+        bits, 8, 1, QuantSpec(k_w=k, clip_style="clamp"), clip=MeanClip(1, k), scale_clip=True
     ).train()
     assert quantizer.mode == QUANT
     for edit in [lambda: None, *_edits(weight)]:
@@ -162,7 +163,7 @@ def test_project_clips_the_stored_weights_once_per_step_and_passes_every_gradien
     out = quantizer(weight)
     np.testing.assert_allclose(weight.detach().numpy(), np.clip(before, -threshold, threshold))
     np.testing.assert_array_equal(out.detach().numpy(), weight.detach().numpy())
-    assert quantizer.threshold.item() == pytest.approx(threshold, rel=1e-6)
+    assert quantizer.scale_clip.threshold.item() == pytest.approx(threshold, rel=1e-6)
     # a second call of the same step (a shared head) clips nothing more
     stored = weight.detach().clone()
     quantizer(weight)
@@ -175,7 +176,7 @@ def test_project_clips_the_stored_weights_once_per_step_and_passes_every_gradien
         weight.mul_(2.0)  # in place, as an optimizer step: a new weight version
     quantizer(weight)
     expected = k * np.abs(2 * np.clip(before, -threshold, threshold)).mean()
-    assert quantizer.threshold.item() == pytest.approx(expected, rel=1e-6)
+    assert quantizer.scale_clip.threshold.item() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("style", ["clamp", "project"])
@@ -191,7 +192,7 @@ def test_commit_writes_the_clip_into_the_weights_and_keeps_the_function(style):
     weight.data.add_(0.01)  # the optimizer's step after it
     seen = quantizer.eval()(weight).detach().clone()
     quantizer.commit_scale_clip(weight)
-    assert not quantizer.scale_clip_on
+    assert not quantizer.scale_clip.on
     np.testing.assert_array_equal(weight.detach().numpy(), seen.numpy())
     np.testing.assert_array_equal(quantizer(weight).detach().numpy(), seen.numpy())
     quantizer.mode = QUANT
@@ -208,7 +209,7 @@ def test_single_clip_per_group_is_k_times_the_group_mean():
         8,
         groups,
         QuantSpec(k_w=k, group_strategy="contiguous"),
-        alpha_mode="scale_clip",
+        clip=MeanClip(groups, k),
         scale_clip=True,
     ).train()
     quantizer.commit_scale_clip(weight)

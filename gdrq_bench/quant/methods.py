@@ -13,6 +13,7 @@ from gdrq_bench.quant.act_quant import (
     ScaleClipAct,
 )
 from gdrq_bench.quant.choices import SpecError
+from gdrq_bench.quant.group_clips import GroupClip, LearnedClip, MaxClip, MeanClip, chosen_clip
 from gdrq_bench.quant.spec import QuantSpec
 from gdrq_bench.quant.weight_quant import (
     DorefaWeightQuantizer,
@@ -65,19 +66,29 @@ class Method:
         )
 
 
-def _group_quantizer(alpha: str | None, scale_clip: bool, lsq_init: bool = False) -> WeightFactory:
+# (spec, bits, groups) -> the group quantizer's clip policy
+ClipFactory = Callable[[QuantSpec, int, int], GroupClip]
+
+
+def _group_quantizer(clip: ClipFactory, scale_clip: bool) -> WeightFactory:
     def build(spec: QuantSpec, bits: int, out_channels: int, groups: int) -> WeightQuantizer:
         return GroupWeightQuantizer(
-            bits,
-            out_channels,
-            groups,
-            spec,
-            alpha_mode=alpha,
-            scale_clip=scale_clip,
-            lsq_init=lsq_init,
+            bits, out_channels, groups, spec, clip=clip(spec, bits, groups), scale_clip=scale_clip
         )
 
     return build
+
+
+def _max_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
+    return MaxClip(groups)
+
+
+def _mean_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
+    return MeanClip(groups, spec.k_w)
+
+
+def _lsq_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
+    return LearnedClip(groups, bits, lsq_init=True)
 
 
 def _scale_clip_act(spec: QuantSpec, bits: int) -> ActQuantizer:
@@ -90,35 +101,35 @@ def _dorefa_weights(spec: QuantSpec, bits: int, out_channels: int, groups: int) 
 
 METHODS: dict[str, Method] = {
     "gdrq": Method(
-        _group_quantizer(None, scale_clip=True),
+        _group_quantizer(chosen_clip, scale_clip=True),
         _scale_clip_act,
         scale_clip=True,
         grouped=True,
         edge="groups_only",
     ),
     "scale_clip_only": Method(
-        _group_quantizer("scale_clip", scale_clip=True),
+        _group_quantizer(_mean_clip, scale_clip=True),
         _scale_clip_act,
         scale_clip=True,
         grouped=False,
         edge="minmax",
     ),
     "groups_only": Method(
-        _group_quantizer(None, scale_clip=False),
+        _group_quantizer(chosen_clip, scale_clip=False),
         lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
         scale_clip=False,
         grouped=True,
         running_clip=True,
     ),
     "minmax": Method(
-        _group_quantizer("max", scale_clip=False),
+        _group_quantizer(_max_clip, scale_clip=False),
         lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
         scale_clip=False,
         grouped=False,
         running_clip=True,
     ),
     "lsq": Method(
-        _group_quantizer("learned", scale_clip=False, lsq_init=True),
+        _group_quantizer(_lsq_clip, scale_clip=False),
         lambda spec, bits: LearnedAct(bits, "lsq"),
         scale_clip=False,
         grouped=False,

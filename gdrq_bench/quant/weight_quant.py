@@ -1,24 +1,19 @@
-"""Weight quantizers: GDRQ's group quantizer (which also serves minmax, LSQ and the ablations)
-and DoReFa's (METHOD.md sections 3, 4 and 7)."""
+"""Weight quantizers: GDRQ's group quantizer (which, with another clip policy, also serves
+minmax, LSQ and the ablations) and DoReFa's (METHOD.md sections 3, 4 and 7)."""
 
 from __future__ import annotations
 
 import weakref
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gdrq_bench.quant.choices import FLOAT_BITS
-from gdrq_bench.quant.fake_quant import (
-    fake_quantize,
-    grad_scale,
-    integer_levels,
-    level_range,
-    quant_step,
-)
-from gdrq_bench.quant.groups import assign_groups, group_max_abs, group_mean_abs, search_group_alpha
+from gdrq_bench.quant.fake_quant import fake_quantize, integer_levels, quant_step
+from gdrq_bench.quant.group_clips import GroupClip, chosen_clip
+from gdrq_bench.quant.groups import assign_groups
 from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, QuantizerBase
-from gdrq_bench.quant.scale_clip import filter_statistic, scale_clip_weight, weight_threshold
+from gdrq_bench.quant.scale_clip import WeightScaleClip, filter_statistic
 from gdrq_bench.quant.spec import QuantSpec
 
 
@@ -100,15 +95,11 @@ class WeightQuantizer(QuantizerBase):
 
 
 class GroupWeightQuantizer(WeightQuantizer):
-    """Filters split into `groups` groups, each with its own clip; the knobs come from `spec`.
-
-    alpha modes (`alpha_mode`, default spec.alpha): `search` (argmin QL_2 on a grid, redone
-    every `alpha_every` training steps), `scale_clip` (k_w * mean|W_g|), `max` (max|W_g|, the
-    minmax baseline) and `learned` (a parameter initialised by `search`, or by LSQ's rule when
-    `lsq_init`, trained with the LSQ gradient). `scale_clip` turns on Scale-Clip of the weights
-    at spec.k_w before grouping, applied as spec.clip_style says (scale_clip.py);
-    `commit_scale_clip` writes it into the weights and turns it off, so that a reshaped network
-    is quantized by its group clips alone.
+    """Filters split into `groups` groups (spec.group_strategy, regrouped every
+    spec.regroup_every training steps), each with the clip `clip` gives it (default: the policy
+    spec.alpha names, group_clips.py). With `scale_clip`, Scale-Clip of the weights at spec.k_w
+    before grouping (scale_clip.WeightScaleClip); `commit_scale_clip` writes it into the
+    weights and turns it off, so that a reshaped network is quantized by its group clips alone.
     """
 
     def __init__(
@@ -118,68 +109,34 @@ class GroupWeightQuantizer(WeightQuantizer):
         groups: int,
         spec: QuantSpec | None = None,
         *,
-        alpha_mode: str | None = None,
+        clip: GroupClip | None = None,
         scale_clip: bool = False,
-        lsq_init: bool = False,
     ) -> None:
         spec = spec or QuantSpec()
         super().__init__(bits, grad_outside=spec.weight_grad == "pass")
         self.groups, self.strategy = groups, spec.group_strategy
-        self.alpha_mode = alpha_mode or spec.alpha
-        self.k_w, self.clip_k = spec.k_w, spec.k_w if scale_clip else None
-        self.clip_style, self.stat = spec.clip_style, spec.weight_stat
-        self.alpha_every, self.regroup_every = spec.alpha_every, spec.regroup_every
-        self.search_points, self.lsq_init = spec.search_points, lsq_init
+        self.stat, self.regroup_every = spec.weight_stat, spec.regroup_every
         self.register_buffer("group_of", torch.zeros(out_channels, dtype=torch.long))
         self.register_buffer("grouped", torch.tensor(False))
-        self.register_buffer("group_alpha", torch.ones(groups))
-        self.register_buffer("alpha_ready", torch.tensor(False))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
-        self.register_buffer("scale_clip_on", torch.tensor(scale_clip))
-        self.register_buffer("threshold", torch.tensor(0.0))  # T of the last `project` step
-        self._projected: tuple[weakref.ref, int] | None = None  # the weight start_step clipped
-        if self.alpha_mode == "learned":
-            self.learned_alpha = nn.Parameter(torch.ones(groups))
-
-    def _scale_clipping(self) -> bool:
-        return self.clip_k is not None and bool(self.scale_clip_on)
-
-    def start_step(self, weight: Tensor) -> None:
-        """`project`: clip the stored weight at this step's T, which the forward then keeps."""
-        if self.clip_style == "project" and self._scale_clipping():
-            self.threshold.copy_(weight_threshold(weight, self.clip_k, self.stat))
-            with torch.no_grad():
-                weight.clamp_(-self.threshold, self.threshold)
-            self._seen = (weakref.ref(weight), weight._version)  # the clip is not a new step
-            self._projected = self._seen
-
-    def _still_projected(self, weight: Tensor) -> bool:
-        """`weight` is the tensor start_step clipped at `threshold`, unchanged since."""
-        projected = self._projected
-        return (
-            projected is not None and projected[0]() is weight and projected[1] == weight._version
+        self.clip = clip if clip is not None else chosen_clip(spec, bits, groups)
+        self.scale_clip = (
+            WeightScaleClip(spec.k_w, spec.weight_stat, spec.clip_style, self.grad_outside)
+            if scale_clip
+            else None
         )
 
+    def start_step(self, weight: Tensor) -> None:
+        if self.scale_clip is not None and self.scale_clip.start_step(weight):
+            self._seen = (weakref.ref(weight), weight._version)  # the clip is not a new step
+
     def reshape(self, weight: Tensor) -> Tensor:
-        if not self._scale_clipping():
-            return weight
-        if self.clip_style == "project" and self.threshold > 0:
-            if self.training and self._still_projected(weight):
-                # clipped at this T by start_step and unchanged: the clamp below would give
-                # the same values (a zero may carry the other sign) and the same gradient,
-                # at three passes over the weight
-                return weight
-            # the stored weights were clipped at this T: gradient 1 on the clip's ends too
-            return weight + (weight.clamp(-self.threshold, self.threshold) - weight).detach()
-        return scale_clip_weight(weight, self.clip_k, self.stat, self.grad_outside)
+        return weight if self.scale_clip is None else self.scale_clip(weight)
 
     @torch.no_grad()
     def commit_scale_clip(self, weight: Tensor) -> None:
-        """Write the Scale-Clipped weight into `weight` and stop clipping: from here on the
-        stored weights are the reshaped network, quantized by the group clips alone."""
-        if self._scale_clipping():
-            weight.copy_(self.reshape(weight))
-            self.scale_clip_on.fill_(False)
+        if self.scale_clip is not None:
+            self.scale_clip.commit(weight)
 
     @torch.no_grad()
     def clipped(self, weight: Tensor) -> Tensor:
@@ -189,51 +146,20 @@ class GroupWeightQuantizer(WeightQuantizer):
         alpha = _per_filter(self.filter_alpha(reshaped), reshaped)
         return torch.minimum(torch.maximum(reshaped, -alpha), alpha)
 
-    def _due(self, every: int) -> bool:
-        return self.training and self.new_step and every > 0 and int(self.steps) % every == 0
-
-    def _initial_alpha(self, reshaped: Tensor) -> Tensor:
-        if self.lsq_init:
-            top = level_range(self.bits, signed=True)[1]
-            return 2 * group_mean_abs(reshaped, self.group_of, self.groups) * top**0.5
-        return search_group_alpha(
-            reshaped, self.group_of, self.groups, self.bits, self.search_points
-        )
-
-    def _computed_alpha(self, reshaped: Tensor) -> Tensor:
-        if self.alpha_mode == "scale_clip":
-            return self.k_w * group_mean_abs(reshaped, self.group_of, self.groups)
-        if self.alpha_mode == "max":
-            return group_max_abs(reshaped, self.group_of, self.groups)
-        if not self.alpha_ready or self._due(self.alpha_every):
-            self.group_alpha.copy_(self._initial_alpha(reshaped))
-            self.alpha_ready.fill_(True)
-        return self.group_alpha
-
     def filter_alpha(self, reshaped: Tensor) -> Tensor:
-        if not self.grouped or self._due(self.regroup_every):
+        step = int(self.steps) if self.training and self.new_step else None
+        due = step is not None and self.regroup_every > 0 and step % self.regroup_every == 0
+        if not self.grouped or due:
             statistic = filter_statistic(reshaped, self.stat)
             self.group_of.copy_(assign_groups(statistic, self.groups, self.strategy))
             self.grouped.fill_(True)
-        if self.alpha_mode == "learned":
-            if not self.alpha_ready:
-                with torch.no_grad():
-                    self.learned_alpha.copy_(self._initial_alpha(reshaped))
-                self.alpha_ready.fill_(True)
-            top = level_range(self.bits, signed=True)[1]
-            alpha = grad_scale(self.learned_alpha, (reshaped.numel() / self.groups * top) ** -0.5)
-        else:
-            alpha = self._computed_alpha(reshaped)
-        if self.training and self.new_step:
+        alpha = self.clip(reshaped, self.group_of, step)
+        if step is not None:
             self.steps += 1
         return alpha[self.group_of]
 
     def extra_repr(self) -> str:
-        return (
-            f"bits={self.bits}, groups={self.groups}, strategy={self.strategy}, "
-            f"alpha={self.alpha_mode}, scale_clip={self.clip_k} ({self.clip_style}), "
-            f"mode={self.mode}"
-        )
+        return f"bits={self.bits}, groups={self.groups}, strategy={self.strategy}, mode={self.mode}"
 
 
 class DorefaWeightQuantizer(WeightQuantizer):
