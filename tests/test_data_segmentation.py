@@ -13,11 +13,12 @@ from PIL import Image
 
 from gdrq_bench.config.errors import DataError
 from gdrq_bench.data.segmentation import VOC_SEG_CLASSES, VocSegmentationSet, collate_segmentation
-from gdrq_bench.data.shapes import prepare_shapes, voc_palette, voc_root
+from gdrq_bench.data.shapes import SHAPE_CLASSES, prepare_shapes, voc_palette, voc_root
 from gdrq_bench.data.voc import IGNORE_INDEX
 
 SIZE = 64
-NUM_CLASSES = 4  # background and the three shapes
+CLASSES = ["background", *SHAPE_CLASSES]
+NUM_CLASSES = len(CLASSES)
 VALID = {0, 1, 2, 3, IGNORE_INDEX}
 
 
@@ -33,7 +34,7 @@ def devkit_copy(devkit: Path, tmp_path: Path) -> Path:
 
 
 def load(root: Path, split: str = "val", train: bool = False, **options) -> VocSegmentationSet:
-    return VocSegmentationSet(root, ["2007"], split, NUM_CLASSES, train=train, **options)
+    return VocSegmentationSet(root, ["2007"], split, CLASSES, train=train, **options)
 
 
 def stems_of(root: Path, split: str) -> list[str]:
@@ -78,14 +79,14 @@ def test_evaluation_items_are_whole_decoded_pairs(devkit: Path) -> None:
 
 def test_years_and_split_file(devkit_copy: Path, tmp_path: Path) -> None:
     shutil.copytree(devkit_copy / "VOC2007", devkit_copy / "VOC2012")
-    both = VocSegmentationSet(devkit_copy, ["2007", "2012"], "train", NUM_CLASSES, train=False)
+    both = VocSegmentationSet(devkit_copy, ["2007", "2012"], "train", CLASSES, train=False)
     assert both.stems == stems_of(devkit_copy, "train") * 2
     chosen = stems_of(devkit_copy, "trainval")[::3]
     listing = tmp_path / "train_aug.txt"
     listing.write_text("".join(f"{stem}\n" for stem in chosen))
     (devkit_copy / "VOC2007/JPEGImages" / f"{chosen[0]}.jpg").unlink()  # only the first year's
     subset = VocSegmentationSet(
-        devkit_copy, ["2012", "2007"], "train", NUM_CLASSES, train=False, split_file=listing
+        devkit_copy, ["2012", "2007"], "train", CLASSES, train=False, split_file=listing
     )
     assert subset.stems == chosen
 

@@ -14,10 +14,10 @@ from torch import nn
 
 from gdrq_bench.config import CONFIG_DIR
 from gdrq_bench.config.errors import DataError
+from gdrq_bench.data.classification_transforms import build_transforms
 from gdrq_bench.data.fashion_mnist import INSTALL, load_fashion_mnist, prepare_fashion_mnist
 from gdrq_bench.models.classifiers import build_classifier
 from gdrq_bench.quant import QuantSpec, fold_model, quantize_model, verify_fold
-from gdrq_bench.tasks.classification import build_transforms
 
 
 def test_idx_files_load_through_torchvision_once(tmp_path: Path) -> None:

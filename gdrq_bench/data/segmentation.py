@@ -49,18 +49,19 @@ class VocSegmentationSet(Dataset):
         root: Path,
         years: Sequence[str],
         split: str,
-        num_classes: int,
+        classes: Sequence[str],
         train: bool,
         crop_size: int | None = None,
         split_file: Path | None = None,
         mask_dir: str = "SegmentationClass",
         bad_samples: BadSamplePolicy | None = None,
     ) -> None:
+        num_classes = len(classes)
         if not 1 <= num_classes <= IGNORE_INDEX:
             raise ValueError(f"num_classes is {num_classes}, not in 1..{IGNORE_INDEX}")
         if crop_size is not None and crop_size < 1:
             raise ValueError(f"crop_size is {crop_size}, not a positive number of pixels")
-        self.num_classes = num_classes
+        self.classes, self.num_classes = list(classes), num_classes
         self.train = train
         self.stems: list[str] = []
         self._pairs: list[_Pair] = []

@@ -9,41 +9,16 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 
-from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.config.schema import ClassificationDatasetConfig
+from gdrq_bench.data.classification_transforms import build_transforms
 from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.imagefolder import check_same_classes
-from gdrq_bench.data.registry import classification_loader
+from gdrq_bench.data.registry import dataset_loader
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
 from gdrq_bench.tasks.base import Task
 from gdrq_bench.tasks.common import eval_batches, pair_to_device, write_json
-
-PRESETS = ("small", "fashion", "imagenet")
-FASHION_SIDE = 28  # Fashion-MNIST's images are 28x28
-
-
-def build_transforms(dataset: ClassificationDatasetConfig) -> tuple[T.Compose, T.Compose]:
-    """(train, eval) transforms for dataset.preset."""
-    size = dataset.image_size
-    if dataset.preset == "imagenet":
-        train = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
-        val = [T.Resize(dataset.resize), T.CenterCrop(size)]
-    elif dataset.preset == "small":  # no flip: digits are not mirror-symmetric
-        train = [T.Resize(size), T.RandomCrop(size, padding=size // 8)]
-        val = [T.Resize(size), T.CenterCrop(size)]  # the crop only matters for non-square images
-    elif dataset.preset == "fashion":  # greyscale 28x28, zero-padded to `size`; clothes flip
-        if size < FASHION_SIDE:
-            raise ConfigError(f"dataset.image_size={size}: the fashion preset pads 28x28 images")
-        pad = [T.Grayscale(num_output_channels=3), T.Pad((size - FASHION_SIDE) // 2)]
-        train = [*pad, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip()]
-        val = [*pad, T.CenterCrop(size)]  # the crop only matters for an odd size difference
-    else:
-        raise ConfigError(f"dataset.preset={dataset.preset}: unknown; valid: {', '.join(PRESETS)}")
-    tail = [T.ToTensor(), T.Normalize(list(dataset.mean), list(dataset.std))]
-    return T.Compose(train + tail), T.Compose(val + tail)
 
 
 class ClassificationTask(Task):
@@ -55,7 +30,7 @@ class ClassificationTask(Task):
     def setup(self, cache_dir: str) -> None:
         dataset, model = self.dataset_config, self.model_config
         check_classifier(model.name, model.pretrained)
-        load = classification_loader(dataset, cache_dir)  # the data set's registered source
+        load = dataset_loader("classification", dataset, cache_dir)  # the data set's source
         train_transform, eval_transform = build_transforms(dataset)
         train_set, self.eval_set = load(True, train_transform), load(False, eval_transform)
         check_same_classes(train_set, self.eval_set)

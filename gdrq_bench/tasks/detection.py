@@ -1,5 +1,6 @@
-"""Object detection: COCO (box AP through pycocotools' COCOeval), VOC (mAP@0.5 by the VOC
-protocol) and the embedded shapes scenes, which are read through the same two loaders."""
+"""Object detection on the data sets of data/registry.py (COCO, VOC, the embedded shapes
+scenes, any a plugin registers), scored as their format says: COCO's box AP through
+pycocotools' COCOeval, or VOC's mAP@0.5 by the VOC protocol."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from gdrq_bench.config.schema import (
 from gdrq_bench.data.bad_samples import GuardedDataset
 from gdrq_bench.data.detection import CocoDetectionSet, VocDetectionSet, collate_detection
 from gdrq_bench.data.holdout import split_holdout
-from gdrq_bench.data.shapes import SHAPE_CLASSES, coco_paths, prepare_shapes, voc_root
-from gdrq_bench.data.voc import VOC_CLASSES
+from gdrq_bench.data.registry import dataset_loader
 from gdrq_bench.metrics.coco_eval import coco_bbox_stats
 from gdrq_bench.metrics.voc_map import voc_map
 from gdrq_bench.models.detectors import (
@@ -29,40 +29,9 @@ from gdrq_bench.models.detectors import (
 from gdrq_bench.tasks.base import Task
 from gdrq_bench.tasks.common import device_of, eval_batches, write_json
 
-DATASET_NAMES = ("shapes", "coco", "voc")
-FORMATS = ("coco", "voc")
 VOC_AP = ("area", "11point")
 
 DetectionSet = CocoDetectionSet | VocDetectionSet
-
-
-def load_detection_sets(
-    dataset: DetectionDatasetConfig,
-) -> tuple[DetectionSet, DetectionSet, DetectionSet | None]:
-    """(train, eval, the training split read as evaluation images: no flip) sets, the last
-    only under dataset.holdout; shapes scenes are generated into root first."""
-    check_choice("dataset.name", dataset.name, DATASET_NAMES)
-    check_choice("dataset.format", dataset.format, FORMATS)
-    root = Path(dataset.root).expanduser()
-    classes = dataset.classes
-    tree = None
-    if dataset.name == "shapes":
-        tree = prepare_shapes(root, dataset.image_size)
-        if dataset.format == "voc":
-            root, classes = voc_root(tree), SHAPE_CLASSES
-
-    def load(split: str, train: bool) -> DetectionSet:
-        if dataset.format == "voc":
-            return VocDetectionSet(root, list(dataset.years), split, classes or VOC_CLASSES, train)
-        if tree is not None:
-            image_dir, annotation_file = coco_paths(tree, split)
-        else:
-            image_dir = root / dataset.image_dir.format(split=split)
-            annotation_file = root / dataset.annotation_file.format(split=split)
-        return CocoDetectionSet(image_dir, annotation_file, train)
-
-    seen_as_eval = load(dataset.train_split, False) if dataset.holdout else None
-    return load(dataset.train_split, True), load(dataset.val_split, False), seen_as_eval
 
 
 def _source(images: Dataset) -> DetectionSet:
@@ -82,12 +51,14 @@ class DetectionTask(Task):
         task, dataset, model = self.task_config, self.dataset_config, self.model_config
         check_detector(task.detector, model.name, task.quantize)
         check_choice("task.voc_ap", task.voc_ap, VOC_AP)
-        self.train_set, self.eval_set, seen_as_eval = load_detection_sets(dataset)
-        if seen_as_eval is not None:  # scenes hold many classes: a plain draw, one stratum
+        load = dataset_loader("detection", dataset, cache_dir)  # the data set's source
+        self.train_set, self.eval_set = load(True, True), load(False, False)
+        if dataset.holdout:  # scenes hold many classes: a plain draw, one stratum
+            seen_as_eval = load(True, False)  # the training images without the flips
             self.train_set, self.holdout_set = split_holdout(
                 self.train_set, seen_as_eval, [0] * len(seen_as_eval), dataset.holdout
             )
-        self.metric = "bbox_ap" if dataset.format == "coco" else "map50"
+        self.metric = "bbox_ap" if isinstance(self.eval_set, CocoDetectionSet) else "map50"
         self.quant_scope = LAYOUTS[task.detector].scope(task.quantize)
 
     def build_model(self) -> nn.Module:

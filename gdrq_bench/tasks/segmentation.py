@@ -1,6 +1,6 @@
-"""Semantic segmentation: VOC class masks and the embedded shapes scenes in the same layout,
-scored by mIoU over a confusion matrix with the ignore label left out, as torchvision's
-references score it."""
+"""Semantic segmentation on the data sets of data/registry.py (VOC class masks, the embedded
+shapes scenes in the same layout, any a plugin registers), scored by mIoU over a confusion
+matrix with the ignore label left out, as torchvision's references score it."""
 
 from __future__ import annotations
 
@@ -11,24 +11,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from gdrq_bench.config.errors import check_choice
 from gdrq_bench.config.schema import (
     SegmentationDatasetConfig,
 )
 from gdrq_bench.data.holdout import split_holdout
-from gdrq_bench.data.segmentation import (
-    VOC_SEG_CLASSES,
-    VocSegmentationSet,
-    collate_segmentation,
-)
-from gdrq_bench.data.shapes import SHAPE_CLASSES, prepare_shapes, voc_root
+from gdrq_bench.data.registry import dataset_loader
+from gdrq_bench.data.segmentation import collate_segmentation
 from gdrq_bench.data.voc import IGNORE_INDEX
 from gdrq_bench.metrics.segmentation import ConfusionMatrix
 from gdrq_bench.models.segmenters import build_segmenter, check_segmenter, segmenter_scope
 from gdrq_bench.tasks.base import Task
 from gdrq_bench.tasks.common import eval_batches, pair_to_device
 
-DATASET_NAMES = ("shapes", "voc")
 AUX_WEIGHT = 0.5  # torchvision's reference weighs the auxiliary loss so
 
 
@@ -41,33 +35,12 @@ class SegmentationTask(Task):
     def setup(self, cache_dir: str) -> None:
         task, dataset, model = self.task_config, self.dataset_config, self.model_config
         check_segmenter(task.head, model.name, task.aux_loss)
-        check_choice("dataset.name", dataset.name, DATASET_NAMES)
-        root = Path(dataset.root).expanduser()
-        if dataset.name == "shapes":
-            root, classes = voc_root(prepare_shapes(root, dataset.image_size)), SHAPE_CLASSES
-            self.classes = ["background", *classes]
-        else:
-            self.classes = list(dataset.classes or VOC_SEG_CLASSES)
-        split_file = Path(dataset.split_file).expanduser() if dataset.split_file else None
-        common = dict(
-            root=root,
-            years=list(dataset.years),
-            num_classes=len(self.classes),
-            mask_dir=dataset.mask_dir,
-            bad_samples=self.bad_samples,
-        )
-        self.train_set = VocSegmentationSet(
-            split=dataset.train_split,
-            train=True,
-            crop_size=dataset.crop_size,
-            split_file=split_file,
-            **common,
-        )
-        self.eval_set = VocSegmentationSet(split=dataset.val_split, train=False, **common)
+        load = dataset_loader("segmentation", dataset, cache_dir)  # the data set's source
+        self.train_set = load(True, True, self.bad_samples)
+        self.eval_set = load(False, False, self.bad_samples)
+        self.classes = list(self.eval_set.classes)
         if dataset.holdout:  # scenes hold many classes: a plain draw, one stratum
-            seen_as_eval = VocSegmentationSet(
-                split=dataset.train_split, train=False, split_file=split_file, **common
-            )
+            seen_as_eval = load(True, False, self.bad_samples)  # no flips, no crops
             self.train_set, self.holdout_set = split_holdout(
                 self.train_set, seen_as_eval, [0] * len(seen_as_eval), dataset.holdout
             )

@@ -1,0 +1,48 @@
+"""The built-in classification data sets: ImageFolder trees (ImageNet, any ImageFolder, the
+embedded digits written as one) and Fashion-MNIST's IDX files. Loader: data/registry.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from gdrq_bench.data.digits import prepare_digits
+from gdrq_bench.data.fashion_mnist import load_fashion_mnist
+from gdrq_bench.data.imagefolder import load_imagefolder
+from gdrq_bench.data.registry import SplitLoader, register_dataset
+
+
+def _imagefolder(root: Path, dataset: Any) -> SplitLoader:
+    def load(train: bool, transform: Callable | None) -> Dataset:
+        return load_imagefolder(
+            root, dataset.train_split if train else dataset.val_split, transform
+        )
+
+    return load
+
+
+def _digits(dataset: Any, cache_dir: str) -> SplitLoader:
+    """scikit-learn's digits, written once into the cache as an ImageFolder tree."""
+    return _imagefolder(
+        prepare_digits(Path(dataset.root).expanduser(), dataset.image_size), dataset
+    )
+
+
+def _fashion_mnist(dataset: Any, cache_dir: str) -> SplitLoader:
+    """The standard 60k/10k split of the IDX files."""
+    root = Path(dataset.root).expanduser()
+    return lambda train, transform: load_fashion_mnist(root, cache_dir, train, transform)
+
+
+def _folder(dataset: Any, cache_dir: str) -> SplitLoader:
+    """An ImageFolder tree (ImageNet's train/ and val/ class folders, or any other)."""
+    return _imagefolder(Path(dataset.root).expanduser(), dataset)
+
+
+register_dataset("classification", "digits", _digits)
+register_dataset("classification", "fashion_mnist", _fashion_mnist)
+register_dataset("classification", "imagenet", _folder)
+register_dataset("classification", "imagefolder", _folder)
