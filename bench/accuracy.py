@@ -7,7 +7,7 @@
 (`gdrq-run bits=32` with the preset's overrides and the grid's float recipe), then grid by grid
 the grid's runs (one `gdrq-run` each, the runs `gdrq-sweep PRESET` would make) and, for the
 grids the preset's `brevitas_grids` lists (default: all), the same runs through Brevitas
-(bench/brevitas_qat.py) instead of the project's methods, so a preset that lists its most
+(`gdrq-run method=brevitas`) instead of the project's methods, so a preset that lists its most
 telling grids first (one seed at every width) has a complete table early. Rows go to the
 preset's results_dir. --jobs processes of one thread each, as the sweep runs its jobs; a free
 slot takes the first waiting run whose float model is built, so no run waits behind another
@@ -65,8 +65,8 @@ from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
 from intervals import Interval, PooledSpread, compare, pool_spreads
 
-BREVITAS_QAT = str(Path(__file__).resolve().parent / "brevitas_qat.py")
-METHOD_ORDER = [*METHODS, "brevitas"]  # the registry's order, then the outside baseline
+METHOD_ORDER = list(METHODS)  # the registry's order: the project's methods, then Brevitas
+BREVITAS = "method=brevitas"
 REFERENCE = "gdrq"
 BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
@@ -88,10 +88,8 @@ def without_resume(command: str) -> str:
 
 
 def recorded(command: list[str]) -> str:
-    """A command as its row records it, `trainer.resume=` left out: gdrq-run's as `gdrq-run`
-    and its overrides (command[0] is its full path), Brevitas' as brevitas_qat.py records it."""
-    if command[1:2] == [BREVITAS_QAT]:
-        return without_resume(shlex.join(["python", "bench/brevitas_qat.py", *command[2:]]))
+    """A command as its row records it, `trainer.resume=` left out: `gdrq-run` and its
+    overrides (command[0] is its full path)."""
     return without_resume(shlex.join(["gdrq-run", *command[1:]]))
 
 
@@ -138,12 +136,12 @@ def float_commands(preset_name: str, jobs: int) -> list[list[str]]:
 
 
 def brevitas_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[str]]:
-    """One grid with Brevitas in place of the methods, one command per run."""
-    common = _common(preset_name, jobs)
+    """One grid with Brevitas (method=brevitas) in place of the methods, one command per run."""
+    common = [GDRQ_RUN, *_common(preset_name, jobs)]
     runs = dict.fromkeys(
         tuple(a for a in run if not a.startswith("method=")) for run in _runs_of(grid)
     )
-    return [[sys.executable, BREVITAS_QAT, *common, *run] for run in runs]
+    return [[*common, BREVITAS, *run] for run in runs]
 
 
 def method_commands(preset_name: str, jobs: int, grid: DictConfig) -> list[list[str]]:

@@ -250,8 +250,9 @@ def assemble(all_steps: list[Step]) -> str:
         "",
         "Written by `make bench` (`python bench/make_results.py`); every table below is the "
         "output of the command shown above it, and each accuracy figure is a row of "
-        "`bench/results/classification.csv` with the exact `gdrq-run` (or "
-        "`python bench/brevitas_qat.py`) command that made it.",
+        "`bench/results/classification.csv` with the exact `gdrq-run` command that made it "
+        "(Brevitas rows before `gdrq-run method=brevitas` name `python bench/brevitas_qat.py`, "
+        "the script it replaced, in the history).",
         "",
         f"Machine: {machine()}",
         "",

@@ -7,9 +7,10 @@
 For each model (torchvision, 10 classes), input size and batch: a training step (forward,
 cross-entropy backward, SGD step) of the float model, of GDRQ's fake-quantized model
 (W4A4, 4 groups) with its fused CPU kernels and in eager form (gdrq_bench/quant/fused.py;
-trainer.fused_kernels=false) and of Brevitas' QAT model (bench/brevitas_models.py, W4A4, per-channel
-weight scales), timed in turn; then inference of the float model and of GDRQ's folded models
-with 1 group (per tensor), 4 groups and one group per channel, timed in turn. Timing the
+trainer.fused_kernels=false) and of Brevitas' QAT model (method=brevitas:
+gdrq_bench/quant/brevitas.py, W4A4, per-channel weight scales), timed in turn; then inference
+of the float model and of GDRQ's folded models with 1 group (per tensor), 4 groups and one
+group per channel, timed in turn. Timing the
 variants in turn inside one process lets a change in machine load hit all of them. Each case
 gets 2 warm-up rounds, then as many timed rounds as fit in --budget seconds (5 to 30); the
 table gives the median round of the baseline in ms and the ratios of medians. Brevitas is
@@ -43,7 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision import models
 
-from gdrq_bench.quant import QuantSpec, fold_model, quantize_model
+from gdrq_bench.quant import QuantScope, QuantSpec, fold_model, quantize_model
 from gdrq_bench.quant.fused import use_fused_kernels
 
 Step = Callable[[], object]
@@ -152,10 +153,11 @@ def measure(
         "GDRQ eager": quantize_model(float_model, spec),
     }
     if HAS_BREVITAS:
-        from brevitas_models import brevitas_copy, calibrate
+        from gdrq_bench.quant.brevitas import brevitas_model
 
-        trainees["Brevitas"] = brevitas_copy(float_model, spec.w_bits, spec.a_bits, images)
-        calibrate(trainees["Brevitas"], [images])  # past the statistics phase: the QAT steady state
+        # calibrated, so past the statistics phase: the QAT steady state
+        brevitas = dataclasses.replace(spec, method="brevitas")
+        trainees["Brevitas"] = brevitas_model(float_model, brevitas, QuantScope(), [images])
     steps = {name: train_step(model, images, labels) for name, model in trainees.items()}
     steps["GDRQ eager"] = eager(steps["GDRQ eager"])
     train_times = time_in_turn(list(steps.values()), budget_s, device)

@@ -39,17 +39,18 @@ def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
 
 
 def gdrq_run_with_modules(
-    tmp_path: Path, modules: dict[str, str], *overrides: str
+    tmp_path: Path, modules: dict[str, str], *overrides: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """A smoke run with `modules` (file name: source) on its PYTHONPATH: a sitecustomize that
-    breaks something on purpose at start-up, or a plugin named in `plugins=`."""
+    breaks something on purpose at start-up, or a plugin named in `plugins=`; `env` adds to
+    its environment."""
     folder = tmp_path / "modules"
     folder.mkdir(exist_ok=True)
     for name, source in modules.items():
         (folder / name).write_text(source)
     return subprocess.run(
         gdrq_command(tmp_path, "logger=none", *overrides),
-        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder)},
+        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,

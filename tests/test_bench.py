@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -69,14 +67,14 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
     ]
     assert not any(arg.startswith("seed=") for c in first_grid for arg in c)  # seed 0 first
     for command in commands:
-        assert command[1].endswith("brevitas_qat.py")
+        assert command[0].endswith("gdrq-run")
         assert "fp_seed=0" in command and "results_dir=bench/results/fashion" in command
-        assert not any(arg.startswith("method=") for arg in command)
+        assert [arg for arg in command if arg.startswith("method=")] == ["method=brevitas"]
         assert "trainer.threads=1" in command and "dataset.holdout=5000" in command
     # a killed bench run continues from its last epoch; its row's command names it without
     assert all("trainer.resume=true" in c for c in commands + methods + floats)
     assert all("resume" not in accuracy.recorded(c) for c in commands + methods)
-    assert accuracy.recorded(commands[0]).startswith("python bench/brevitas_qat.py dataset=")
+    assert accuracy.recorded(commands[0]).startswith("gdrq-run dataset=")
     assert accuracy.results_dir_of("bench_fashion") == Path("bench/results/fashion")
 
 
@@ -373,32 +371,6 @@ def test_each_run_starts_once_its_float_model_is_built(tmp_path: Path, monkeypat
     failed = accuracy.run_jobs(jobs, slots=2)
     assert log.read_text().splitlines() == ["float B", "float C", "run B", "float A", "run A"]
     assert failed == [" ".join(jobs[i].command[1:]) for i in (2, 4)]
-
-
-def test_brevitas_copy_quantizes_every_layer_input_as_gdrq_run_does() -> None:
-    pytest.importorskip("brevitas", reason="Brevitas is in the bench extra")
-    from brevitas import nn as qnn
-    from brevitas_models import brevitas_copy, calibrate
-
-    from gdrq_bench.models.classifiers import build_classifier
-
-    torch.manual_seed(0)
-    model = build_classifier("mobilenet_v2_cifar", 10, pretrained=False).eval()
-    images = torch.randn(8, 3, 32, 32)
-    qmodel = brevitas_copy(model, w_bits=2, a_bits=4, example=images)
-    layers = [m for m in qmodel.modules() if isinstance(m, (qnn.QuantConv2d, qnn.QuantLinear))]
-    assert len(layers) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
-    bits = [int(layer.quant_weight().bit_width) for layer in layers]
-    assert bits[0] == bits[-1] == 8 and set(bits[1:-1]) == {2}
-    inputs = [m for m in qmodel.modules() if isinstance(m, qnn.QuantIdentity)]
-    assert len(inputs) == len(layers)
-    signed = [bool(m.act_quant.is_signed) for m in inputs]
-    assert signed[0]  # the normalised image
-    assert any(signed[1:]) and not all(signed[1:])  # linear bottlenecks signed, ReLU6 outputs not
-    calibrate(qmodel, [images])
-    with torch.no_grad():
-        assert qmodel.eval()(images).shape == (8, 10)
-    assert not any(isinstance(m, qnn.QuantIdentity) for m in model.modules())  # untouched
 
 
 def test_tables_only_runs_the_last_command_and_says_so(tmp_path: Path, monkeypatch) -> None:

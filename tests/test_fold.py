@@ -14,10 +14,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gdrq_bench.quant import (
     CLIP,
-    METHODS,
     QuantSpec,
     first_differing_layer,
     fold_model,
+    own_methods,
     quantize_model,
     quantized_layers,
     set_mode,
@@ -263,7 +263,7 @@ def _small_bn_model(**bn_options) -> nn.Module:
 @pytest.mark.parametrize(
     "spec",
     [
-        *[QuantSpec(method=method, groups=2) for method in sorted(METHODS)],
+        *[QuantSpec(method=method, groups=2) for method in sorted(own_methods())],
         QuantSpec(alpha="scale_clip", groups=4),
         QuantSpec(alpha="learned", groups=4, group_strategy="kmeans"),
         QuantSpec(group_strategy="contiguous", groups="per_channel", w_bits=2, a_bits=2),

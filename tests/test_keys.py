@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.config.schema import TrainerConfig
+from gdrq_bench.quant.methods import own_methods
 from gdrq_bench.run.keys import (
     AFTER_FLOAT_TRAINER_KEYS,
     FINETUNE_RECIPE_KEYS,
@@ -119,11 +120,13 @@ def test_an_effective_knob_or_the_recipe_splits_the_spec_hash(override: str) -> 
     assert _spec_hash(override) != _spec_hash()
 
 
-def test_an_outside_library_never_shares_the_methods_spec_hash() -> None:
-    cfg = _config("method=minmax")
-    spec = build_spec(cfg)
-    assert spec_hash(cfg, spec, outside="brevitas") != spec_hash(cfg, spec)
-    assert spec_hash(cfg, spec, outside="brevitas") == spec_hash(cfg, spec, outside="brevitas")
+def test_an_outside_library_never_shares_a_methods_spec_hash() -> None:
+    """Brevitas reads the bits alone: knobs it ignores do not split its hash, and no
+    method's rows share it."""
+    brevitas = _spec_hash("method=brevitas")
+    assert brevitas == _spec_hash("method=brevitas", "method.k_w=2.0", "grouping=g8")
+    assert brevitas != _spec_hash("method=brevitas", "bits=w2a4")
+    assert brevitas not in {_spec_hash(f"method={name}") for name in own_methods()}
 
 
 def test_a_row_fills_the_knobs_its_method_reads() -> None:

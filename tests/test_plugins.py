@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from cli_runner import assert_failed_cleanly, error_lines, gdrq_run_with_modules, read_rows
 
+from gdrq_bench.run.stages import CALIBRATION_BATCHES
+
 NPZ_EXPORT = '''
 """An export format from outside gdrq_bench: the folded model's integer weights as .npz."""
 
@@ -212,3 +214,93 @@ def test_a_segmentation_data_set_added_by_a_plugin_trains_and_scores(tmp_path: P
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics["folded"]) >= {"miou", "iou_background", "iou_disc"}
     assert 0.0 <= float(row["folded"]) <= 100.0 and float(row["fold_err"]) <= 1e-6
+
+
+OUTSIDE_METHOD = '''
+"""A method from outside gdrq_bench through the method hook: its "library" quantizes every
+conv's and linear's input to 16 levels with torch's own fake quantization, keeps BN apart."""
+
+import copy
+import json
+import os
+
+import torch
+from torch import nn
+
+from gdrq_bench.quant.methods import Method, register_method
+
+
+class Levels(nn.Module):
+    def __init__(self, layer, scale):
+        super().__init__()
+        self.layer, self.scale = layer, scale
+
+    def forward(self, x):
+        return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, 8, 0, 15))
+
+
+def build(model, spec, scope, batches):
+    with open(os.environ["OUTSIDE_LOG"], "w") as log:
+        json.dump({"batches": len(batches), "bits": [spec.w_bits, spec.a_bits]}, log)
+    scale = float(torch.cat([b.flatten() for b in batches]).abs().max()) / 8
+    qmodel = copy.deepcopy(model)
+    for name, module in list(qmodel.named_modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            qmodel.set_submodule(name, Levels(module, scale))
+    return qmodel
+
+
+register_method(
+    "levels",
+    Method(
+        None,
+        None,
+        scale_clip=False,
+        grouped=False,
+        build=build,
+        folds=False,
+        knobs=frozenset({"method", "w_bits", "a_bits"}),
+        weight_groups="per_channel",
+    ),
+)
+'''
+
+
+def _run_outside_method(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    conf = tmp_path / "conf" / "method"
+    conf.mkdir(parents=True)
+    (conf / "levels.yaml").write_text("name: levels\n")
+    return gdrq_run_with_modules(
+        tmp_path,
+        {"outside_method.py": OUTSIDE_METHOD},
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "plugins=[outside_method]",
+        "method=levels",
+        *overrides,
+        env={"OUTSIDE_LOG": str(tmp_path / "outside.json")},
+    )
+
+
+@pytest.mark.slow
+def test_a_method_from_another_library_runs_through_the_same_stages(tmp_path: Path) -> None:
+    """The hook builds the quantized model from 8 calibration batches; the stages train,
+    probe and score it; without a fold the row's drop is of the quantized model and its
+    folded and fold_err are empty, and only the knobs it reads are filled."""
+    result = _run_outside_method(tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    calibration = {"batches": CALIBRATION_BATCHES, "bits": [4, 4]}
+    assert json.loads((tmp_path / "outside.json").read_text()) == calibration
+    (row,) = read_rows(tmp_path)
+    assert row["method"] == "levels" and row["groups"] == "per_channel"
+    assert row["folded"] == row["fold_err"] == row["k_w"] == row["alpha_mode"] == ""
+    assert float(row["drop"]) == pytest.approx(float(row["fp"]) - float(row["quant"]), abs=1e-3)
+    drop_ft = float(row["fp_ft"]) - float(row["quant"])
+    assert float(row["drop_ft"]) == pytest.approx(drop_ft, abs=1e-3)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"fp", "fp_ft", "round", "quant"} <= set(metrics) and "folded" not in metrics
+    assert (tmp_path / "run" / "predictions.json").is_file()
+
+
+def test_a_method_that_keeps_bn_apart_cannot_be_exported(tmp_path: Path) -> None:
+    result = _run_outside_method(tmp_path, "export=exact")
+    assert_failed_cleanly(result, tmp_path, "classification", "method=levels keeps BatchNorm")

@@ -28,6 +28,7 @@ _MODULE_OF = {
     "layer_weight_stats": "stats",
     "level_range": "fake_quant",
     "method_knobs": "methods",
+    "own_methods": "methods",
     "quantize_model": "convert",
     "quantized_layers": "convert",
     "quantized_loss": "stats",

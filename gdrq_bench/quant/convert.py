@@ -107,6 +107,8 @@ def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None =
     """
     plan = layer_plan(model, spec, scope)
     method = get_method(spec.method)
+    if method.build is not None:
+        raise SpecError("method", spec.method, " builds its own model (Method.build)")
     own_edge_bits = str(spec.first_last_bits) != "same"
     qmodel = copy.deepcopy(model)
     for name, edge in plan:

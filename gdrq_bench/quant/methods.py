@@ -1,9 +1,13 @@
-"""The registry of quantization methods: GDRQ, its ablations and the baselines (METHOD.md 7)."""
+"""The registry of quantization methods: GDRQ, its ablations and the baselines (METHOD.md 7),
+and Brevitas's layers through the method hook (Method.build)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
 
 from gdrq_bench.quant.act_quant import (
     ActQuantizer,
@@ -20,6 +24,9 @@ from gdrq_bench.quant.weight_quant import (
     GroupWeightQuantizer,
     WeightQuantizer,
 )
+
+if TYPE_CHECKING:  # convert.py imports this module
+    from gdrq_bench.quant.convert import QuantScope
 
 # (spec, bits, out_channels, groups) -> weight quantizer
 WeightFactory = Callable[[QuantSpec, int, int, int], WeightQuantizer]
@@ -44,20 +51,37 @@ SCALE_CLIP_KNOBS = frozenset(
 RUNNING_CLIP_KNOBS = frozenset({"act_momentum"})
 
 
+# (float model, spec, scope, calibration inputs) -> the quantized model, for a method whose
+# layers come from another library
+ModelBuilder = Callable[[nn.Module, QuantSpec, "QuantScope", list[Tensor]], nn.Module]
+
+
 @dataclass(frozen=True)
 class Method:
-    weight: WeightFactory
-    act: ActFactory
+    """A quantization method: gdrq_bench's layers with these quantizers (`weight`, `act`),
+    or, through the hook `build`, another library's model, trained and reported by the same
+    stages."""
+
+    weight: WeightFactory | None
+    act: ActFactory | None
     scale_clip: bool  # has Scale-Clip, so the reshape phase changes the model
     grouped: bool  # honours spec.groups; other methods quantize weights per tensor
     # the method that quantizes the first and last layers when they are not at the same bits
     # as the others: Scale-Clip reshapes the low-bit layers only
     edge: str | None = None
     running_clip: bool = False  # activation clips from a running statistic (act_momentum)
+    build: ModelBuilder | None = None  # another library's quantized model (see ModelBuilder)
+    folds: bool = True  # BN folds into its layers (quant/fold.py), and the model exports
+    needs: tuple[str, ...] = ()  # the modules `build` imports, checked before training
+    tasks: tuple[str, ...] | None = None  # the tasks it quantizes (None: every task)
+    knobs: frozenset[str] | None = None  # the knobs an outside method reads (None: derived)
+    weight_groups: int | str = 1  # the row's `groups` of a method that does not read it
 
     @property
     def own_knobs(self) -> frozenset[str]:
         """The QuantSpec knobs this method's own layers read."""
+        if self.knobs is not None:
+            return self.knobs
         return (
             EVERY_METHOD_KNOBS
             | (GROUP_KNOBS if self.grouped else frozenset())
@@ -147,6 +171,43 @@ METHODS: dict[str, Method] = {
         grouped=False,
     ),
 }
+
+
+def _brevitas_model(
+    model: nn.Module, spec: QuantSpec, scope: QuantScope, batches: list[Tensor]
+) -> nn.Module:
+    from gdrq_bench.quant.brevitas import brevitas_model  # the bench extra: loaded when used
+
+    return brevitas_model(model, spec, scope, batches)
+
+
+def register_method(name: str, method: Method) -> None:
+    """Make `method=name` run `method` (a plugin module's, named in `plugins`, or one of
+    the registry's own below)."""
+    METHODS[name] = method
+
+
+def own_methods() -> list[str]:
+    """The methods made of gdrq_bench's layers, in the registry's order (the others build
+    their models through Method.build)."""
+    return [name for name, method in METHODS.items() if method.build is None]
+
+
+register_method(
+    "brevitas",
+    Method(
+        None,
+        None,
+        scale_clip=False,
+        grouped=False,
+        build=_brevitas_model,
+        folds=False,
+        needs=("brevitas",),
+        tasks=("classification",),
+        knobs=frozenset({"method", "w_bits", "a_bits", "first_last_bits"}),
+        weight_groups="per_channel",
+    ),
+)
 
 
 def get_method(name: str) -> Method:

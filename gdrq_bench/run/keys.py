@@ -141,21 +141,17 @@ def run_key(cfg: DictConfig) -> str:
     return _digest(config)
 
 
-def spec_hash(cfg: DictConfig, spec: QuantSpec, outside: str | None = None) -> str:
+def spec_hash(cfg: DictConfig, spec: QuantSpec) -> str:
     """A hash of what a run does after its float model: the knobs its method reads (with
     their values; the others change nothing), the fine-tuning recipe and the task's
     after-float keys. Rows with the same spec_hash and float model (fp_hash) differ only in
-    their seed: the leaderboard averages them, whatever command line set the knobs.
-    `outside` names a library that quantizes instead of the project's method (the bench's
-    Brevitas baseline reads min-max's knobs): its rows never share a hash with the method's."""
+    their seed: the leaderboard averages them, whatever command line set the knobs."""
     knobs = sorted(method_knobs(spec.method))
     parts = {
         "spec": {name: getattr(spec, name) for name in knobs},
         "recipe": {key: _plain_value(cfg.trainer[key]) for key in FINETUNE_RECIPE_KEYS},
         "task": {key: _plain_value(cfg.task.get(key)) for key in AFTER_FLOAT_TASK_KEYS},
     }
-    if outside is not None:
-        parts["outside"] = outside
     return _digest(parts)
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from gdrq_bench.config.errors import FoldError, GdrqError
 from gdrq_bench.config.schema import SPEC_KEYS
-from gdrq_bench.quant import FLOAT_BITS, QuantSpec, method_knobs
+from gdrq_bench.quant import FLOAT_BITS, QuantSpec, get_method, method_knobs
 from gdrq_bench.reporting import provenance
 from gdrq_bench.reporting.results import KNOB_COLUMNS, append_row, table_path
 from gdrq_bench.run.budget import finetune_epochs, stage_batches
@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 # the models whose held-out validation score has a column (val_fp, val_fp_ft, val_folded)
 VALIDATED = ("fp", "fp_ft", "folded")
-# metrics.json's names of the models scored between stages, in stage order, as the trail
-# calls them ("quant" is the model after QAT)
-STAGE_NAMES = {"fp": "fp", "reshape": "reshape", "round": "round", "quant": "qat"}
+# the models scored between stages, in stage order, by the names metrics.json, the row and
+# the log all give them ("quant" is the model after QAT)
+TRAIL = ("fp", "reshape", "round", "quant", "folded")
 
 
 def stage_report(
@@ -55,7 +55,7 @@ def stage_report(
     append_row(row_table(run.cfg, run.task.name), row)  # last: the commit
     log.info("summary\n%s", summary_table(row))
     if not run.spec.w_bits == run.spec.a_bits == FLOAT_BITS:
-        log.info("%s by stage: %s", run.task.metric, stage_trail(run.metrics, run.task.metric))
+        log.info("%s by model: %s", run.task.metric, stage_trail(run.metrics, run.task.metric))
     return row
 
 
@@ -65,6 +65,8 @@ def result_row(
     """The results row of a finished run (results.COLUMNS, in order)."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
     scores = {name: _score(run, name) for name in ("fp", "quant", "folded")}
+    deployed = _deployed(run)
+    final = _score(run, deployed)
     control = _score(run, "fp_ft")
     return {
         "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
@@ -78,14 +80,17 @@ def result_row(
         "spec_hash": spec_hash(cfg, spec),
         # the equal-budget float control (run/control.py): its score, and the drop against it
         "fp_ft": _or_empty(control),
-        "drop_ft": round(control - scores["folded"], 4) if control is not None else "",
+        "drop_ft": round(control - final, 4) if control is not None else "",
         # dataset.holdout: the metric on the held-out training images (validation split)
         "val_samples": run.holdout_samples or "",
-        **{f"{VALIDATION}{m}": _or_empty(_score(run, f"{VALIDATION}{m}")) for m in VALIDATED},
+        **{
+            f"{VALIDATION}{column}": _or_empty(_score(run, f"{VALIDATION}{model}"))
+            for column, model in zip(VALIDATED, ("fp", "fp_ft", deployed), strict=True)
+        },
         "seed": cfg.seed,
         "metric": metric,
-        **scores,
-        "drop": round(scores["fp"] - scores["folded"], 4),
+        **{name: _or_empty(score) for name, score in scores.items()},
+        "drop": round(scores["fp"] - final, 4),
         "fold_err": "" if fold_err is None else f"{fold_err:.3g}",
         "kurtosis_before": _mean(stats.get("before"), "kurtosis"),
         "kurtosis_after": _mean(stats.get("after"), "kurtosis"),
@@ -100,7 +105,7 @@ def result_row(
         "finetune_epochs": finetune_epochs(cfg, spec),
         "finetune_batches": _finetune_batches(cfg, spec),
         # classification: the folded model's validation cross-entropy (nats per image)
-        "nll": round(run.metrics["folded"]["nll"], 6) if "nll" in run.metrics["folded"] else "",
+        "nll": round(run.metrics[deployed]["nll"], 6) if "nll" in run.metrics[deployed] else "",
         "fp_hash": run.fp_hash,
         "eval_samples": run.eval_samples,
         # export=exact/both: the exact ONNX graph's max abs difference to the folded model
@@ -113,17 +118,23 @@ def result_row(
     }
 
 
+def _deployed(run: Run) -> str:
+    """The model a row's drop, drop_ft, nll and val_folded are of: the folded one, or the
+    quantized one where the method does not fold (Brevitas keeps BN apart)."""
+    return "folded" if "folded" in run.metrics else "quant"
+
+
 def spec_columns(spec: QuantSpec) -> dict[str, Any]:
     """Each QuantSpec knob's column: its value where the run's method reads it (method_knobs),
-    empty where it changes nothing; `groups` is 1 for a method that quantizes weights per
-    tensor (the groups it has)."""
+    empty where it changes nothing; `groups` is, for a method that does not read it, the
+    groups it has (1 per tensor, or per_channel)."""
     knobs = method_knobs(spec.method)
     columns = {
         KNOB_COLUMNS.get(name, name): _cell(getattr(spec, name)) if name in knobs else ""
         for name in SPEC_KEYS
     }
     if "groups" not in knobs:
-        columns["groups"] = 1
+        columns["groups"] = get_method(spec.method).weight_groups
     return columns
 
 
@@ -165,13 +176,8 @@ def row_table(cfg: DictConfig, task: str) -> Path:
 
 
 def stage_trail(metrics: dict[str, dict[str, float]], metric: str) -> str:
-    """Where the primary metric went, stage by stage: "fp 99.72 -> reshape 98.33 -> ..."."""
-    steps = [
-        f"{stage} {metrics[name][metric]:.2f}"
-        for name, stage in STAGE_NAMES.items()
-        if name in metrics
-    ]
-    return " -> ".join([*steps, f"folded {metrics['folded'][metric]:.2f}"])
+    """Where the primary metric went, model by model: "fp 99.72 -> reshape 98.33 -> ..."."""
+    return " -> ".join(f"{name} {metrics[name][metric]:.2f}" for name in TRAIL if name in metrics)
 
 
 def summary_table(row: dict[str, Any]) -> str:

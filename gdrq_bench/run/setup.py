@@ -1,6 +1,5 @@
 """Preparing a run: every check that is cheap, before anything trains, and the pieces every
-runner needs (spec, task, the float model's initial weights). gdrq-run and the bench's
-outside baselines (bench/brevitas_qat.py) start here."""
+runner needs (spec, task, the float model's initial weights)."""
 
 from __future__ import annotations
 
@@ -13,14 +12,36 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gdrq_bench.config.errors import ConfigError
-from gdrq_bench.quant import QuantSpec, SpecError, layer_plan
+from gdrq_bench.quant import QuantSpec, SpecError, get_method, layer_plan
 from gdrq_bench.quant.fused import use_fused_kernels
 from gdrq_bench.run.budget import seed_stage
-from gdrq_bench.run.export import check_export
+from gdrq_bench.run.export import NONE, check_export
 from gdrq_bench.run.output_dirs import check_output_dirs
 from gdrq_bench.run.spec import build_spec, spec_error
 from gdrq_bench.run.task import build_task
 from gdrq_bench.tasks import Task
+
+
+def check_method(spec: QuantSpec, task: str, export: str) -> None:
+    """A method whose model another library builds (Method.build): its modules installed, a
+    task it quantizes, and no export where its model does not fold."""
+    method = get_method(spec.method)
+    missing = [name for name in method.needs if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"method={spec.method} needs {' and '.join(missing)}, which is not installed "
+            "(pip install -e '.[bench]')"
+        )
+    if method.tasks is not None and task not in method.tasks:
+        raise ConfigError(
+            f"method={spec.method} quantizes {' and '.join(method.tasks)} models only, "
+            f"not task={task}"
+        )
+    if not method.folds and export != NONE:
+        raise ConfigError(
+            f"export={export}: method={spec.method} keeps BatchNorm apart, so its model is "
+            "neither folded nor exported (use export=none)"
+        )
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     check_resolved(cfg)
     import_plugins(cfg.plugins)
     spec = build_spec(cfg)
+    check_method(spec, cfg.task.name, cfg.export)
     check_export(cfg.export, cfg.task.name, spec)
     if cfg.model.pretrained and cfg.model.checkpoint:
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")

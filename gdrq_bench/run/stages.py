@@ -25,6 +25,7 @@ from gdrq_bench.quant import (
     set_mode,
     verify_fold,
 )
+from gdrq_bench.run.budget import seed_stage
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.export import stage_export
 from gdrq_bench.training import distributed
@@ -32,19 +33,23 @@ from gdrq_bench.training import distributed
 log = logging.getLogger(__name__)
 
 LayerStats = dict[str, dict[str, Any]]
+CALIBRATION_BATCHES = 8  # training batches an outside method's model is calibrated on
 QUANTIZED_MODEL = "quantized_model.pt"  # the trained model's state_dict, kept when its fold fails
 
 
-def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats], float]:
+def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats], float | None]:
     """reshape -> qat -> fold -> eval -> export of a quantized copy; (weight statistics, fold
-    error). In a distributed run the other processes stop after training, rank 0 goes on
-    alone. The export follows the folded model's evaluation, whose predictions its int8
-    scores are compared with."""
-    qmodel = quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
+    error; None for a method that does not fold). In a distributed run the other processes
+    stop after training, rank 0 goes on alone. The export follows the folded model's
+    evaluation, whose predictions its int8 scores are compared with."""
+    qmodel = build_quantized_model(run, model)
     stats = stage_reshape(run, qmodel)
     stage_qat(run, qmodel)
     if not distributed.is_main():
         return stats, float("nan")
+    if not get_method(run.spec.method).folds:  # the quantized model is the deployed one
+        run.evaluate(qmodel, "quant", final=True)
+        return stats, None
     folded, check, batches = stage_fold(run, qmodel)
     with recording_activation_clips(qmodel) as clips:
         run.evaluate(qmodel, "quant")
@@ -53,6 +58,21 @@ def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats],
     if run.failure is None:  # a fold that failed its check is not exported
         run.exported = stage_export(run, qmodel, folded, batches)
     return stats, check["max_rel"]
+
+
+def build_quantized_model(run: Run, model: nn.Module) -> nn.Module:
+    """A quantized copy of `model`: gdrq_bench's layers, or the model the method's hook
+    builds from the first CALIBRATION_BATCHES training batches (drawn under their own seed)."""
+    method = get_method(run.spec.method)
+    if method.build is None:
+        return quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
+    seed_stage(run.cfg.seed, "calibrate")
+    batches = [
+        run.task.model_inputs(batch).to(run.device)
+        for batch in islice(run.task.train_loader(), CALIBRATION_BATCHES)
+        if batch is not None
+    ]
+    return method.build(model, run.spec, run.task.quant_scope, batches)
 
 
 def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, LayerStats]:
