@@ -55,7 +55,7 @@ def test_smoke_run_writes_one_complete_row(tmp_path: Path, cache_dir: Path) -> N
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(metrics) == ["fp", "fp_ft", "reshape", "round", "quant", "folded"]
     assert all({"top1", "nll"} <= set(values) for values in metrics.values())
-    assert "top1 by stage: fp " in (run_dir / "gdrq_run.log").read_text()
+    assert "top1 by model: fp " in (run_dir / "gdrq_run.log").read_text()
     stats = json.loads((run_dir / "layer_stats.json").read_text())
     assert list(stats) == ["before", "after", "final"]
     for phase in ("after", "final"):

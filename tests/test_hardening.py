@@ -126,7 +126,7 @@ def test_empty_root_or_missing_split_names_the_folder(
     ("override", "named"),
     [
         ("model=resnet21", "model=resnet21 is unknown; valid: mobilenet_v2"),
-        ("method=gdrqq", "method=gdrqq is unknown; valid: dorefa"),
+        ("method=gdrqq", "method=gdrqq is unknown; valid: brevitas, dorefa"),
         ("grouping=g3", "grouping=g3 is unknown"),
         ("bits=9", "bits=9 is unknown; valid: 2, 3, 32"),
         ("trainer.epochs=3", "Key 'epochs' not in 'TrainerConfig'"),
