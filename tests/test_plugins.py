@@ -63,6 +63,29 @@ def test_an_unknown_format_or_plugin_is_named_before_training(tmp_path: Path) ->
     assert "cannot import 'no_such_module'" in error_lines(result)[0]
 
 
+def _run_plugin(
+    tmp_path: Path,
+    module: str,
+    source: str,
+    config: tuple[str, str],
+    *overrides: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """A smoke run with the plugin `module` (its source) and its config (`group/name`, YAML)
+    in a conf directory on Hydra's search path."""
+    path, text = config
+    (tmp_path / "conf" / path).parent.mkdir(parents=True)
+    (tmp_path / "conf" / path).write_text(text)
+    return gdrq_run_with_modules(
+        tmp_path,
+        {f"{module}.py": source},
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        f"plugins=[{module}]",
+        *overrides,
+        env=env,
+    )
+
+
 STRIPES_DATA = '''
 """A data set from outside gdrq_bench: 4 classes of striped 32x32 images, made in memory."""
 
@@ -121,14 +144,11 @@ num_workers: 0
 def test_a_data_set_added_by_a_plugin_trains_and_scores(tmp_path: Path) -> None:
     """One module (the data set, registered) and one YAML (on Hydra's search path), nothing
     in tasks/: gdrq-run trains, quantizes and scores on it, held-out split included."""
-    conf = tmp_path / "conf" / "dataset"
-    conf.mkdir(parents=True)
-    (conf / "stripes.yaml").write_text(STRIPES_YAML)
-    result = gdrq_run_with_modules(
+    result = _run_plugin(
         tmp_path,
-        {"stripes_data.py": STRIPES_DATA},
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-        "plugins=[stripes_data]",
+        "stripes_data",
+        STRIPES_DATA,
+        ("dataset/stripes.yaml", STRIPES_YAML),
         "dataset=stripes",
         "dataset.holdout=16",
     )
@@ -194,14 +214,11 @@ num_workers: 0
 def test_a_segmentation_data_set_added_by_a_plugin_trains_and_scores(tmp_path: Path) -> None:
     """The same seam for segmentation: the task asks the registry, so a module and a YAML
     are all a data set of another task needs too."""
-    conf = tmp_path / "conf" / "dataset"
-    conf.mkdir(parents=True)
-    (conf / "discs.yaml").write_text(DISCS_YAML)
-    result = gdrq_run_with_modules(
+    result = _run_plugin(
         tmp_path,
-        {"discs_data.py": DISCS_DATA},
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-        "plugins=[discs_data]",
+        "discs_data",
+        DISCS_DATA,
+        ("dataset/discs.yaml", DISCS_YAML),
         "task=segmentation",
         "dataset=discs",
         "model=mobilenet_v3_large",
@@ -267,14 +284,11 @@ register_method(
 
 
 def _run_outside_method(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    conf = tmp_path / "conf" / "method"
-    conf.mkdir(parents=True)
-    (conf / "levels.yaml").write_text("name: levels\n")
-    return gdrq_run_with_modules(
+    return _run_plugin(
         tmp_path,
-        {"outside_method.py": OUTSIDE_METHOD},
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-        "plugins=[outside_method]",
+        "outside_method",
+        OUTSIDE_METHOD,
+        ("method/levels.yaml", "name: levels\n"),
         "method=levels",
         *overrides,
         env={"OUTSIDE_LOG": str(tmp_path / "outside.json")},
