@@ -184,3 +184,12 @@ def test_rows_are_averaged_by_spec_hash_and_float_model_not_by_command(tmp_path:
         append_row(table, row)
     lines = aggregate(read_results(tmp_path))
     assert sorted(zip(lines.spec, lines.folded, lines.runs)) == [("new", 98.5, 2), ("old", 97.0, 1)]
+
+
+def test_a_method_without_a_fold_is_ranked_by_its_quantized_model(tmp_path: Path) -> None:
+    table = tmp_path / "classification.csv"
+    for seed, quant in enumerate((96.0, 97.0)):
+        row = _row(method="brevitas", groups="per_channel", folded=quant, quant=quant, seed=seed)
+        append_row(table, {**row, "folded": "", "spec_hash": "b"})
+    (line,) = aggregate(read_results(tmp_path)).itertuples()
+    assert (line.method, line.folded, line.runs, line.drop) == ("brevitas", 96.5, 2, 2.5)

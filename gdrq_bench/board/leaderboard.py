@@ -2,7 +2,8 @@
 
 A configuration is an effective spec and fine-tuning recipe (the row's `spec_hash`) on one float
 model (`fp_hash`): rows that share both differ only in their seed, and their folded scores are
-averaged (mean, sample std, count), whatever command line set the knobs; rows whose effective
+averaged (mean, sample std, count; the quantized score for a method that does not fold),
+whatever command line set the knobs; rows whose effective
 knobs or float models differ are never mixed (rows written before spec_hash existed are grouped
 by their command up to its seed), and rows from uncommitted code (`git_sha` ending in -dirty)
 are left out. Rows of runs that failed a check after training (`failed` set: an export) are not
@@ -41,6 +42,8 @@ def read_results(results_dir: Path) -> pd.DataFrame:
         raise ValueError(f"{results_dir} holds no results table (<task>.csv)")
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.failed.isna()].copy()  # a run that failed after training: not a result
+    # a method that keeps BN apart (method=brevitas) deploys its quantized model
+    rows["folded"] = rows.folded.fillna(rows.quant)
     is_float = (rows.w_bits == FLOAT_BITS) & (rows.a_bits == FLOAT_BITS)
     rows.loc[is_float, ["method", "groups"]] = ["float", "-"]  # one float line per model
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
