@@ -1,27 +1,15 @@
-"""One run, stage by stage: fp -> reshape -> qat -> fold -> eval -> report.
+"""One run, stage by stage: fp -> float control -> reshape -> qat -> fold -> eval -> export ->
+report.
 
 setup.py checks the config and builds what a run needs (spec.py: the QuantSpec; task.py: the
-task); context.py holds the run's state; fp.py, stages.py and report.py are the stages;
-pipeline.py runs them in order; keys.py and budget.py hold the cache keys and the epochs.
-What is exported here is what other runners (the bench's outside baselines) build on.
+task); context.py holds what every stage reads and what its evaluations and training measure;
+fp.py, control.py, stages.py, export.py and report.py are the stages, outcome.py the typed
+results they hand on; pipeline.py runs them in order; keys.py and budget.py hold the cache
+keys and the epochs.
 """
 
-from gdrq_bench.run.budget import seed_stage
-from gdrq_bench.run.context import Run
-from gdrq_bench.run.fp import stage_fp
-from gdrq_bench.run.keys import run_key
 from gdrq_bench.run.pipeline import run_pipeline
-from gdrq_bench.run.report import result_row, row_table
+from gdrq_bench.run.report import row_table
 from gdrq_bench.run.setup import RunSetup, prepare_run
 
-__all__ = [
-    "Run",
-    "RunSetup",
-    "prepare_run",
-    "result_row",
-    "row_table",
-    "run_key",
-    "run_pipeline",
-    "seed_stage",
-    "stage_fp",
-]
+__all__ = ["RunSetup", "prepare_run", "row_table", "run_pipeline"]

@@ -1,5 +1,6 @@
-"""The run context: what every stage reads (config, spec, task, where files go) and what the
-stages leave for the report (metrics, training time, the float model's hash)."""
+"""The run context: what every stage reads (config, spec, task, where files go) and what its
+own methods measure for the report (the scores of evaluate, the times of train); the stages'
+results are typed (outcome.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gdrq_bench.config.errors import GdrqError
 from gdrq_bench.quant import QuantSpec, recording_activation_clips
 from gdrq_bench.quant.fold import call_model, move_batch
 from gdrq_bench.reporting.run_logger import RunLogger
@@ -43,13 +43,8 @@ class Run:
     code_version: str  # provenance.git_sha() when the run started
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    fp_hash: str = ""  # the float model's weights_hash
     eval_samples: int = 0  # samples in the last evaluation
     holdout_samples: int = 0  # held-out validation images it was also scored on (dataset.holdout)
-    exported: dict[str, Any] = field(default_factory=dict)  # the export stage's row figures
-    # a check after training that failed (the export's): the row is still written, marked
-    # failed, then the run ends with this error
-    failure: GdrqError | None = None
 
     def train(self, model: nn.Module, stage: str, name: str | None = None) -> None:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's

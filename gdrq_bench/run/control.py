@@ -21,11 +21,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from filelock import FileLock
-from torch import nn
 
 from gdrq_bench.run.budget import finetune_stages
 from gdrq_bench.run.context import VALIDATION, Run
 from gdrq_bench.run.keys import float_control_key
+from gdrq_bench.run.outcome import FloatModel
 from gdrq_bench.training import distributed
 from gdrq_bench.training.checkpoint import capture_rng, restore_rng
 
@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 CONTROL = "fp_ft"  # its name in metrics.json, the row and the checkpoints
 
 
-def stage_float_control(run: Run, model: nn.Module) -> None:
-    """Score the equal-budget float control of `model` into run.metrics["fp_ft"] (from the
-    cache when it is there), unless trainer.float_control is off."""
+def stage_float_control(run: Run, float_model: FloatModel) -> None:
+    """Score the equal-budget float control of the float model into run.metrics["fp_ft"]
+    (from the cache when it is there), unless trainer.float_control is off."""
     if not run.cfg.trainer.float_control:
         return
-    key = float_control_key(run.cfg, run.spec, run.fp_hash)
+    key = float_control_key(run.cfg, run.spec, float_model.weights_hash)
     cache = Path(run.cfg.cache_dir).expanduser() / CONTROL / f"{key}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{cache}.lock") if distributed.world_size() == 1 else nullcontext():
@@ -48,7 +48,7 @@ def stage_float_control(run: Run, model: nn.Module) -> None:
             log.info("float control reused from %s", cache)
             return
         with _random_state_kept():
-            control = copy.deepcopy(model)
+            control = copy.deepcopy(float_model.model)
             for stage in finetune_stages(run.spec):
                 run.train(control, stage, name=f"{CONTROL}_{stage}")
             run.evaluate(control, CONTROL)

@@ -121,15 +121,15 @@ def check_export(export: str, task: str, spec: QuantSpec) -> None:
 
 def stage_export(
     run: Run, qmodel: nn.Module, folded: nn.Module, fold_batches: list[Tensor]
-) -> dict[str, Any]:
-    """Export the folded model as `export=` asks (module docstring); the figures for the
-    results row (empty when nothing is exported). A format that fails its check (an
-    ExportError) does not lose the trained model: it is kept in the run directory
-    (FOLDED_MODEL), the figures measured up to the failure are returned for the row, and
-    `run.failure` holds the error for the run to end with."""
+) -> tuple[dict[str, Any], ExportError | None]:
+    """Export the folded model as `export=` asks (module docstring); (the figures for the
+    results row, empty when nothing is exported; the failure). A format that fails its
+    check (an ExportError) does not lose the trained model: it is kept in the run directory
+    (FOLDED_MODEL), the figures measured up to the failure are returned for the row, with
+    the error for the run to end with."""
     kinds = export_kinds(run.cfg.export)
     if not kinds:
-        return {}
+        return {}, None
     job = ExportJob(
         run,
         copy.deepcopy(folded).float().cpu().eval(),
@@ -137,6 +137,7 @@ def stage_export(
         fold_batches,
         {"layers": _layer_bits(qmodel)},
     )
+    failure = None
     try:
         for kind in kinds:
             EXPORT_FORMATS[kind].write(job)
@@ -144,12 +145,12 @@ def stage_export(
         kept = run.run_dir / FOLDED_MODEL
         torch.save(folded, kept)
         job.report["error"] = str(error)
-        run.failure = ExportError(
+        failure = ExportError(
             f"{error} (the trained folded model is kept in {kept}; the row is written with "
             "failed=export)"
         )
     (run.run_dir / "export.json").write_text(json.dumps(job.report, indent=1))
-    return job.figures
+    return job.figures, failure
 
 
 def _export_exact(job: ExportJob) -> None:

@@ -16,18 +16,18 @@ from torch import nn
 from gdrq_bench.config.errors import ConfigError, DataError
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.keys import float_cache_key
+from gdrq_bench.run.outcome import FloatModel
 from gdrq_bench.training import distributed
 
 log = logging.getLogger(__name__)
 
 
-def stage_fp(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
-    """The float model (built by the task) and where its weights came from: checkpoint,
-    pretrained, cache or trained here (from pretrained weights where they cover only a part);
-    its weights_hash goes to run.fp_hash."""
+def stage_fp(run: Run, model: nn.Module) -> FloatModel:
+    """The float model (built by the task), where its weights came from (checkpoint,
+    pretrained, cache or trained here, from pretrained weights where they cover only a part)
+    and their hash."""
     model, source = _float_weights(run, model)
-    run.fp_hash = weights_hash(model)
-    return model, source
+    return FloatModel(model, source, weights_hash(model))
 
 
 def weights_hash(model: nn.Module) -> str:

@@ -15,6 +15,7 @@ from gdrq_bench.run.context import Run
 from gdrq_bench.run.control import stage_float_control
 from gdrq_bench.run.fp import stage_fp
 from gdrq_bench.run.keys import run_key
+from gdrq_bench.run.outcome import QuantizedResult
 from gdrq_bench.run.report import stage_report
 from gdrq_bench.run.setup import RunSetup, prepare_run
 from gdrq_bench.run.stages import quantized_stages
@@ -44,23 +45,22 @@ def _run_stages(setup: RunSetup, command: str, run_dir: Path) -> dict[str, Any] 
     device = distributed.device(cfg.trainer.device)
     logger = start_logger(cfg, run_dir) if main else RunLogger()
     run = Run(cfg, spec, setup.task, run_dir, logger, checkpoints, device, provenance.git_sha())
-    row = None
+    row, result = None, QuantizedResult()
     try:
-        model, fp_source = stage_fp(run, setup.model.to(device))
+        float_model = stage_fp(run, setup.model.to(device))
         float_baseline = spec.w_bits == spec.a_bits == FLOAT_BITS  # nothing to quantize
-        run.evaluate(model, "fp", final=float_baseline)
+        run.evaluate(float_model.model, "fp", final=float_baseline)
         distributed.barrier()
         if float_baseline:
             run.metrics["quant"] = run.metrics["folded"] = run.metrics.get("fp", {})
-            stats, fold_err = {}, None
         else:
-            stage_float_control(run, model)
-            stats, fold_err = quantized_stages(run, model)
+            stage_float_control(run, float_model)
+            result = quantized_stages(run, float_model.model)
         if main:
-            row = stage_report(run, fp_source, stats, fold_err, command)
+            row = stage_report(run, float_model, result, command)
             checkpoints.finish()
     finally:
         run.logger.finish(row)
-    if run.failure is not None:  # the row is written, marked failed; the run still fails
-        raise run.failure
+    if result.failure is not None:  # the row is written, marked failed; the run still fails
+        raise result.failure
     return row

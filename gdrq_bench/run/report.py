@@ -21,6 +21,7 @@ from gdrq_bench.reporting.results import KNOB_COLUMNS, append_row, table_path
 from gdrq_bench.run.budget import finetune_epochs, stage_batches
 from gdrq_bench.run.context import STAGES, VALIDATION, Run
 from gdrq_bench.run.keys import spec_hash
+from gdrq_bench.run.outcome import FloatModel, QuantizedResult
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,12 @@ TRAIL = ("fp", "reshape", "round", "quant", "folded")
 
 
 def stage_report(
-    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
+    run: Run, float_model: FloatModel, result: QuantizedResult, command: str
 ) -> dict[str, Any]:
     """Write the run's files, then append the results row and print the summary; returns the
     row. The row goes last, so a run that fails on the way leaves none."""
-    row = result_row(run, fp_source, stats, fold_err, command)
+    row = result_row(run, float_model, result, command)
+    stats = result.layer_stats
     (run.run_dir / "layer_stats.json").write_text(json.dumps(stats, indent=1))
     if "after" in stats:
         run.logger.log_weight_histogram(stats, run.run_dir)
@@ -60,10 +62,11 @@ def stage_report(
 
 
 def result_row(
-    run: Run, fp_source: str, stats: dict[str, Any], fold_err: float | None, command: str
+    run: Run, float_model: FloatModel, result: QuantizedResult, command: str
 ) -> dict[str, Any]:
     """The results row of a finished run (results.COLUMNS, in order)."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
+    stats, fold_err = result.layer_stats, result.fold_err
     scores = {name: _score(run, name) for name in ("fp", "quant", "folded")}
     deployed = _deployed(run)
     final = _score(run, deployed)
@@ -100,21 +103,21 @@ def result_row(
         "device": provenance.device_name(),
         "versions": provenance.versions(),
         "run_dir": _display_path(run.run_dir),
-        "fp_source": fp_source,
+        "fp_source": float_model.source,
         "skipped_samples": run.task.bad_samples.skipped(),
         "finetune_epochs": finetune_epochs(cfg, spec),
         "finetune_batches": _finetune_batches(cfg, spec),
         # classification: the folded model's validation cross-entropy (nats per image)
         "nll": round(run.metrics[deployed]["nll"], 6) if "nll" in run.metrics[deployed] else "",
-        "fp_hash": run.fp_hash,
+        "fp_hash": float_model.weights_hash,
         "eval_samples": run.eval_samples,
         # export=exact/both: the exact ONNX graph's max abs difference to the folded model
         # (0); export=qdq/both: the metric through onnxruntime's int8 kernels, and the share
         # of images whose top-1 equals the folded model's (classification)
-        **{key: run.exported.get(key, "") for key in ("exact_diff", "int8", "int8_agree")},
+        **{key: result.exported.get(key, "") for key in ("exact_diff", "int8", "int8_agree")},
         # the check after training that failed (fold, export): the figures above are what
         # was measured; gdrq-board leaves such rows out
-        "failed": _failed_check(run.failure),
+        "failed": _failed_check(result.failure),
     }
 
 

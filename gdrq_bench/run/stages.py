@@ -4,6 +4,7 @@ copy of the float model."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -28,36 +29,37 @@ from gdrq_bench.quant import (
 from gdrq_bench.run.budget import seed_stage
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.export import stage_export
+from gdrq_bench.run.outcome import LayerStats, QuantizedResult
 from gdrq_bench.training import distributed
 
 log = logging.getLogger(__name__)
 
-LayerStats = dict[str, dict[str, Any]]
 CALIBRATION_BATCHES = 8  # training batches an outside method's model is calibrated on
 QUANTIZED_MODEL = "quantized_model.pt"  # the trained model's state_dict, kept when its fold fails
 
 
-def quantized_stages(run: Run, model: nn.Module) -> tuple[dict[str, LayerStats], float | None]:
-    """reshape -> qat -> fold -> eval -> export of a quantized copy; (weight statistics, fold
-    error; None for a method that does not fold). In a distributed run the other processes
-    stop after training, rank 0 goes on alone. The export follows the folded model's
-    evaluation, whose predictions its int8 scores are compared with."""
+def quantized_stages(run: Run, model: nn.Module) -> QuantizedResult:
+    """reshape -> qat -> fold -> eval -> export of a quantized copy of the float model. In a
+    distributed run the other processes stop after training, rank 0 goes on alone. The
+    export follows the folded model's evaluation, whose predictions its int8 scores are
+    compared with."""
     qmodel = build_quantized_model(run, model)
     stats = stage_reshape(run, qmodel)
     stage_qat(run, qmodel)
     if not distributed.is_main():
-        return stats, float("nan")
+        return QuantizedResult(stats)
     if not get_method(run.spec.method).folds:  # the quantized model is the deployed one
         run.evaluate(qmodel, "quant", final=True)
-        return stats, None
-    folded, check, batches = stage_fold(run, qmodel)
+        return QuantizedResult(stats)
+    fold = stage_fold(run, qmodel)
     with recording_activation_clips(qmodel) as clips:
         run.evaluate(qmodel, "quant")
     stats["final"] = _merged(layer_weight_stats(qmodel), clips)
-    run.evaluate(folded, "folded", final=True)
-    if run.failure is None:  # a fold that failed its check is not exported
-        run.exported = stage_export(run, qmodel, folded, batches)
-    return stats, check["max_rel"]
+    run.evaluate(fold.folded, "folded", final=True)
+    if fold.failure is not None:  # a fold that failed its check is not exported
+        return QuantizedResult(stats, fold.max_rel, failure=fold.failure)
+    exported, failure = stage_export(run, qmodel, fold.folded, fold.batches)
+    return QuantizedResult(stats, fold.max_rel, exported, failure)
 
 
 def build_quantized_model(run: Run, model: nn.Module) -> nn.Module:
@@ -95,12 +97,19 @@ def stage_qat(run: Run, qmodel: nn.Module) -> None:
     run.train(qmodel, "qat")
 
 
-def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float], list[Any]]:
-    """Fold BN into the quantized model and check it on evaluation batches (also returned:
-    the export checks its exact graph on the same). A fold error above
-    trainer.fold_tolerance does not lose the training: the trained quantized model is kept
-    in the run directory, run.failure names the first layer that differs, and the run goes
-    on to its evaluations and its row (marked failed=fold), without an export."""
+@dataclass(frozen=True)
+class Fold:
+    folded: nn.Module
+    max_rel: float  # the check's largest relative difference (float64)
+    batches: list[Any]  # the evaluation inputs it was checked on (the export checks the same)
+    failure: FoldError | None  # above trainer.fold_tolerance: names the first differing layer
+
+
+def stage_fold(run: Run, qmodel: nn.Module) -> Fold:
+    """Fold BN into the quantized model and check it on evaluation batches. A fold error
+    above trainer.fold_tolerance does not lose the training: the trained quantized model is
+    kept in the run directory, the failure names the first layer that differs, and the run
+    goes on to its evaluations and its row (marked failed=fold), without an export."""
     qmodel.eval()
     batches = [
         run.task.model_inputs(batch)
@@ -110,7 +119,7 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
-    tolerance = run.cfg.trainer.fold_tolerance
+    tolerance, failure = run.cfg.trainer.fold_tolerance, None
     if not check["max_rel"] <= tolerance:  # NaN fails too
         kept = run.run_dir / QUANTIZED_MODEL
         torch.save(qmodel.state_dict(), kept)  # the module holds unpicklable kernel state
@@ -124,12 +133,12 @@ def stage_fold(run: Run, qmodel: nn.Module) -> tuple[nn.Module, dict[str, float]
             if found is not None
             else "no single layer differs beyond it: the difference builds up"
         )
-        run.failure = FoldError(
+        failure = FoldError(
             f"fold check failed: max relative difference {check['max_rel']:.3g} > "
             f"trainer.fold_tolerance={tolerance:g}; {where} (the trained quantized model's "
             f"state_dict is kept in {kept}; the row is written with failed=fold)"
         )
-    return folded, check, batches
+    return Fold(folded, check["max_rel"], batches, failure)
 
 
 def _merged(weights: LayerStats, acts: dict[str, dict[str, float]]) -> LayerStats:
