@@ -89,6 +89,18 @@ def test_second_run_reuses_the_cached_float_model(tmp_path: Path, cache_dir: Pat
     assert rows[2]["seed"] == "6" and rows[2]["fp"] == rows[0]["fp"]
 
 
+def test_a_float_run_scores_its_float_model_alone(tmp_path: Path, cache_dir: Path) -> None:
+    """bits=32 quantizes nothing: metrics.json holds the float model's scores alone, and the
+    row's quant and folded columns carry the deployed (float) model's score."""
+    result = gdrq_run(tmp_path, cache_dir, "logger=none", "bits=32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = read_rows(tmp_path)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) == {"fp"}
+    assert row["fp"] == row["quant"] == row["folded"] == str(round(metrics["fp"]["top1"], 4))
+    assert (row["drop"], row["fold_err"], row["fp_ft"]) == ("0.0", "", "")
+
+
 def test_missing_dataset_root_fails_with_one_line_and_no_row(
     tmp_path: Path, cache_dir: Path
 ) -> None:

@@ -51,9 +51,7 @@ def _run_stages(setup: RunSetup, command: str, run_dir: Path) -> dict[str, Any] 
         float_baseline = spec.w_bits == spec.a_bits == FLOAT_BITS  # nothing to quantize
         run.evaluate(float_model.model, "fp", final=float_baseline)
         distributed.barrier()
-        if float_baseline:
-            run.metrics["quant"] = run.metrics["folded"] = run.metrics.get("fp", {})
-        else:
+        if not float_baseline:
             stage_float_control(run, float_model)
             result = quantized_stages(run, float_model.model)
         if main:

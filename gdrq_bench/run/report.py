@@ -25,6 +25,7 @@ from gdrq_bench.run.outcome import FloatModel, QuantizedResult
 
 log = logging.getLogger(__name__)
 
+MODELS = ("fp", "quant", "folded")  # the models whose score has a column
 # the models whose held-out validation score has a column (val_fp, val_fp_ft, val_folded)
 VALIDATED = ("fp", "fp_ft", "folded")
 # the models scored between stages, in stage order, by the names metrics.json, the row and
@@ -67,9 +68,11 @@ def result_row(
     """The results row of a finished run (results.COLUMNS, in order)."""
     cfg, spec, metric = run.cfg, run.spec, run.task.metric
     stats, fold_err = result.layer_stats, result.fold_err
-    scores = {name: _score(run, name) for name in ("fp", "quant", "folded")}
     deployed = _deployed(run)
     final = _score(run, deployed)
+    # a float run (nothing to quantize) deploys its float model: its quant and folded
+    # columns carry that score, so tables and boards read one column for every row
+    scores = {name: _score(run, "fp" if deployed == "fp" else name) for name in MODELS}
     control = _score(run, "fp_ft")
     return {
         "run_id": f"{run.run_dir.name}-{uuid.uuid4().hex[:6]}",
@@ -122,9 +125,10 @@ def result_row(
 
 
 def _deployed(run: Run) -> str:
-    """The model a row's drop, drop_ft, nll and val_folded are of: the folded one, or the
-    quantized one where the method does not fold (Brevitas keeps BN apart)."""
-    return "folded" if "folded" in run.metrics else "quant"
+    """The model a row's drop, drop_ft, nll and val_folded are of: the folded one; the
+    quantized one where the method does not fold (Brevitas keeps BN apart); the float one in
+    a float run."""
+    return next(name for name in ("folded", "quant", "fp") if name in run.metrics)
 
 
 def spec_columns(spec: QuantSpec) -> dict[str, Any]:
