@@ -17,7 +17,13 @@ from gdrq_bench.quant.act_quant import (
     ScaleClipAct,
 )
 from gdrq_bench.quant.choices import SpecError
-from gdrq_bench.quant.group_clips import GroupClip, LearnedClip, MaxClip, MeanClip, chosen_clip
+from gdrq_bench.quant.group_clips import (
+    ALPHA_CHOICES,
+    GroupClip,
+    LearnedClip,
+    MaxClip,
+    chosen_clip,
+)
 from gdrq_bench.quant.spec import QuantSpec
 from gdrq_bench.quant.weight_quant import (
     DorefaWeightQuantizer,
@@ -107,10 +113,6 @@ def _max_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
     return MaxClip(groups)
 
 
-def _mean_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
-    return MeanClip(groups, spec.k_w)
-
-
 def _lsq_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
     return LearnedClip(groups, bits, lsq_init=True)
 
@@ -132,7 +134,7 @@ METHODS: dict[str, Method] = {
         edge="groups_only",
     ),
     "scale_clip_only": Method(
-        _group_quantizer(_mean_clip, scale_clip=True),
+        _group_quantizer(ALPHA_CHOICES["scale_clip"], scale_clip=True),
         _scale_clip_act,
         scale_clip=True,
         grouped=False,

@@ -69,12 +69,16 @@ def build_quantized_model(run: Run, model: nn.Module) -> nn.Module:
     if method.build is None:
         return quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
     seed_stage(run.cfg.seed, "calibrate")
-    batches = [
-        run.task.model_inputs(batch).to(run.device)
-        for batch in islice(run.task.train_loader(), CALIBRATION_BATCHES)
-        if batch is not None
-    ]
-    return method.build(model, run.spec, run.task.quant_scope, batches)
+    batches = _first_inputs(run, run.task.train_loader(), CALIBRATION_BATCHES)
+    return method.build(
+        model, run.spec, run.task.quant_scope, [inputs.to(run.device) for inputs in batches]
+    )
+
+
+def _first_inputs(run: Run, loader: Any, count: int) -> list[Any]:
+    """The model inputs of the loader's first `count` batches (a batch the bad-sample guard
+    emptied is passed over)."""
+    return [run.task.model_inputs(batch) for batch in islice(loader, count) if batch is not None]
 
 
 def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, LayerStats]:
@@ -111,11 +115,7 @@ def stage_fold(run: Run, qmodel: nn.Module) -> Fold:
     kept in the run directory, the failure names the first layer that differs, and the run
     goes on to its evaluations and its row (marked failed=fold), without an export."""
     qmodel.eval()
-    batches = [
-        run.task.model_inputs(batch)
-        for batch in islice(run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
-        if batch is not None
-    ]
+    batches = _first_inputs(run, run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
