@@ -23,6 +23,12 @@ from gdrq_bench.quant.groups import group_max_abs, group_mean_abs, search_group_
 from gdrq_bench.quant.spec import QuantSpec
 
 
+def due(step: int | None, every: int) -> bool:
+    """A schedule of every `every` training steps (0: never) falls on `step` (None: no new
+    training step)."""
+    return step is not None and every > 0 and step % every == 0
+
+
 class GroupClip(nn.Module):
     """The clip of each filter group; `name` says which rule it is (extra_repr, tests)."""
 
@@ -74,8 +80,7 @@ class SearchClip(GroupClip):
         self.register_buffer("alpha_ready", torch.tensor(False))
 
     def forward(self, reshaped: Tensor, group_of: Tensor, step: int | None) -> Tensor:
-        due = step is not None and self.every > 0 and step % self.every == 0
-        if not self.alpha_ready or due:
+        if not self.alpha_ready or due(step, self.every):
             self.group_alpha.copy_(
                 search_group_alpha(reshaped, group_of, self.groups, self.bits, self.points)
             )

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.quant.fake_quant import fake_quantize, integer_levels, quant_step
-from gdrq_bench.quant.group_clips import GroupClip, chosen_clip
+from gdrq_bench.quant.group_clips import GroupClip, chosen_clip, due
 from gdrq_bench.quant.groups import assign_groups
 from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, QuantizerBase
 from gdrq_bench.quant.scale_clip import WeightScaleClip, filter_statistic
@@ -148,8 +148,7 @@ class GroupWeightQuantizer(WeightQuantizer):
 
     def filter_alpha(self, reshaped: Tensor) -> Tensor:
         step = int(self.steps) if self.training and self.new_step else None
-        due = step is not None and self.regroup_every > 0 and step % self.regroup_every == 0
-        if not self.grouped or due:
+        if not self.grouped or due(step, self.regroup_every):
             statistic = filter_statistic(reshaped, self.stat)
             self.group_of.copy_(assign_groups(statistic, self.groups, self.strategy))
             self.grouped.fill_(True)
