@@ -145,7 +145,7 @@ def test_board_writes_the_leaderboard_and_the_plots(results: Path, tmp_path: Pat
         "leaderboard.md",
     ]
     text = (results / "leaderboard.md").read_text()
-    cells = "| W4A4 | gdrq | 4 | 99.00 | 97.50 ± 0.71 | 2 | 0.82 | 1.50 | 1.00 |"
+    cells = "| W4A4 | gdrq | qat | 4 | 99.00 | 97.50 ± 0.71 | 2 | 0.82 | 1.50 | 1.00 |"
     assert f"{cells} `gdrq-run method=gdrq bits=4` |" in text
     assert "1 row(s) from uncommitted code (`-dirty`) are left out." in text
     with pytest.raises(ValueError, match="layer 'nope' is not quantized"):
@@ -156,7 +156,7 @@ def test_include_dirty_lets_uncommitted_rows_in_and_says_so(results: Path, tmp_p
     main(["--results", str(results), "--out", str(tmp_path), "--include-dirty"])
     text = (tmp_path / "leaderboard.md").read_text()
     # the -dirty seed 2 (99.5) joins seeds 0 and 1 (97.0, 98.0): std 1.26 by hand
-    assert "| W4A4 | gdrq | 4 | 99.00 | 98.17 ± 1.26 | 3 |" in text
+    assert "| W4A4 | gdrq | qat | 4 | 99.00 | 98.17 ± 1.26 | 3 |" in text
     assert "1 row(s) from uncommitted code (`-dirty`) are included." in text
 
 

@@ -158,3 +158,21 @@ def test_a_key_added_at_its_neutral_value_leaves_earlier_caches_valid(key_of) ->
     del earlier["plugins"]
     assert key_of(cfg) == key_of(earlier)
     assert key_of(_config("dataset.holdout=100")) != key_of(cfg)
+
+
+def _keys(*overrides: str) -> tuple[str, str, str]:
+    cfg = _config(*overrides)
+    return run_key(cfg), spec_hash(cfg, build_spec(cfg)), float_cache_key(cfg)
+
+
+def test_calibration_settings_split_post_training_runs_only() -> None:
+    """trainer.calibrate changes nothing a QAT run computes: its keys stay as they were
+    before the key existed; under trainer.schedule=ptq it splits the run key and the spec
+    hash, and no schedule splits the float model."""
+    calibrate = "trainer.calibrate.act_range=mse"
+    assert _keys(calibrate) == _keys("trainer.schedule=qat") == _keys()
+    ptq = _keys("trainer.schedule=ptq")
+    ptq_mse = _keys("trainer.schedule=ptq", calibrate)
+    assert len({ptq[0], ptq_mse[0], _keys()[0]}) == 3
+    assert len({ptq[1], ptq_mse[1], _keys()[1]}) == 3
+    assert ptq[2] == ptq_mse[2] == _keys()[2]

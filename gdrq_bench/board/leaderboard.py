@@ -22,7 +22,17 @@ from gdrq_bench.reporting.results import COLUMNS
 
 FLOAT_BITS = 32
 SEED = re.compile(r"\s+seed=\d+(?=\s|$)")
-CONFIGURATION = ["task", "dataset", "model", "bits", "method", "groups", "spec", "float_model"]
+CONFIGURATION = [
+    "task",
+    "dataset",
+    "model",
+    "bits",
+    "method",
+    "schedule",
+    "groups",
+    "spec",
+    "float_model",
+]
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
@@ -47,6 +57,7 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     is_float = (rows.w_bits == FLOAT_BITS) & (rows.a_bits == FLOAT_BITS)
     rows.loc[is_float, ["method", "groups"]] = ["float", "-"]  # one float line per model
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
+    rows["schedule"] = rows.schedule.fillna("qat")  # rows from before the column: all QAT
     rows["setup"] = rows.command.str.replace(SEED, "", regex=True)
     rows["spec"] = rows.spec_hash.astype(object).fillna("command " + rows.setup)
     # rows written before fp_hash existed: the float score stands for the float model
@@ -142,7 +153,8 @@ def leaderboard_markdown(rows: pd.DataFrame, dirty_included: int = 0) -> str:
         "alone moves it); differences within about twice the larger of the spread and SE "
         "are noise. `drop_ft` is the drop against the equal-budget float control (the float "
         "model fine-tuned as the quantized one, `fp_ft`): the quantization's loss alone; — "
-        "where the control did not run. `command` reproduces the line (add `seed=N`): the "
+        "where the control did not run. `schedule` is qat (fine-tuned) or ptq (calibrated "
+        "on training images, nothing trained). `command` reproduces the line (add `seed=N`): the "
         "first of its rows' commands.",
     ]
     if dirty:
@@ -158,6 +170,7 @@ def leaderboard_markdown(rows: pd.DataFrame, dirty_included: int = 0) -> str:
                 {
                     "bits": table.bits,
                     "method": table.method,
+                    "schedule": table.schedule,
                     "groups": table.groups,
                     "float": table.fp.map(_number),
                     "folded": [

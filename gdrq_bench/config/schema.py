@@ -156,6 +156,21 @@ class StageConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    """Post-training quantization (trainer.schedule=ptq): what the calibrate stage reads and
+    does in place of reshape and QAT (docs: post-training quantization)."""
+
+    # training batches it reads (never evaluation images): 8 x 128 = 1,024 Fashion-MNIST
+    # images, the count MQBench's PTQ recipes calibrate ImageNet on
+    batches: int = 8
+    act_range: str = "max"  # each activation clip: max |a|, a percentile of |a|, or mse
+    percentile: float = 99.99  # act_range=percentile: which one (0-100]
+    rounding: str = "nearest"  # weights to the nearest level, or adaround (learned)
+    adaround_iterations: int = 1000  # rounding=adaround: Adam steps per layer
+    bias_correction: bool = False  # take each layer's mean output error out of its bias
+
+
+@dataclass
 class TrainerConfig:
     fp: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=0.05))
     reshape: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=0.005))
@@ -192,6 +207,10 @@ class TrainerConfig:
     # empty), e.g. for a one-off ImageNet run
     float_control: bool = True
     device: str = "auto"  # "auto" (this process's GPU if there is one), "cpu" or "cuda"
+    # after the float model: "qat" (reshape, then quantization-aware training) or "ptq"
+    # (post-training quantization: the calibrate stage below, nothing trained)
+    schedule: str = "qat"
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
 
 
 @dataclass

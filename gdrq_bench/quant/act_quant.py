@@ -67,6 +67,17 @@ class ActQuantizer(QuantizerBase):
         return torch.minimum(torch.maximum(x, -alpha if self.signed else 0 * alpha), alpha)
 
     @torch.no_grad()
+    def calibrate(self, alpha: float, signed: bool) -> None:
+        """Post-training quantization: the grid's sign and the clip `alpha` that calibration
+        found (act_ranges.py), in place of what the first batch and training would give."""
+        self.sign_state.fill_(int(signed))
+        self.take_clip(alpha)
+
+    def take_clip(self, alpha: float) -> None:
+        """Make `alpha` the clip of every later forward (until training changes it)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def frozen_alpha(self) -> Tensor:
         """The clip used in eval mode, for folding."""
         return self.alpha(torch.zeros(0)).detach()
@@ -108,6 +119,10 @@ class RunningStatClip(ActQuantizer):
             self.observed.fill_(True)
         return (self.scale * self.running_stat).clamp_min(MIN_ALPHA)
 
+    def take_clip(self, alpha: float) -> None:
+        self.running_stat.fill_(alpha / self.scale)
+        self.observed.fill_(True)
+
 
 class ScaleClipAct(RunningStatClip):
     """Scale-Clip: alpha = k_a * EMA(s(a)), s = mean |a| (or max |a|: `act_stat`); clips in
@@ -132,6 +147,9 @@ class FixedClipAct(ActQuantizer):
 
     def alpha(self, x: Tensor) -> Tensor:
         return torch.tensor(1.0)
+
+    def take_clip(self, alpha: float) -> None:
+        """The clip is DoReFa's fixed 1: calibration gives only the sign."""
 
 
 class LearnedAct(ActQuantizer):
@@ -159,6 +177,10 @@ class LearnedAct(ActQuantizer):
         if self.style == "lsq" and x.numel():
             return grad_scale(self.clip, (x[0].numel() * top) ** -0.5)
         return self.clip
+
+    def take_clip(self, alpha: float) -> None:
+        self.clip.data.fill_(alpha)
+        self.observed.fill_(True)
 
     def quantize(self, x: Tensor, alpha: Tensor) -> Tensor:
         if self.style == "lsq":

@@ -119,6 +119,21 @@ class LearnedClip(GroupClip):
         return f"groups={self.groups}, init={'lsq' if self.lsq_init else 'search'}"
 
 
+class FrozenClip(GroupClip):
+    """Clips fixed at given values: a policy's clips as they stood when the weights were
+    written onto their grid (learned rounding), which a clip read off the weights again
+    (max, k * mean) would move."""
+
+    name = "frozen"
+
+    def __init__(self, group_alpha: Tensor) -> None:
+        super().__init__(group_alpha.numel())
+        self.register_buffer("group_alpha", group_alpha.detach().clone())
+
+    def forward(self, reshaped: Tensor, group_of: Tensor, step: int | None) -> Tensor:
+        return self.group_alpha
+
+
 # spec.alpha -> (spec, bits, groups) -> policy
 ALPHA_CHOICES: dict[str, Callable[[QuantSpec, int, int], GroupClip]] = {
     "search": lambda spec, bits, groups: SearchClip(

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.quant.fake_quant import fake_quantize, integer_levels, quant_step
-from gdrq_bench.quant.group_clips import GroupClip, chosen_clip, due
+from gdrq_bench.quant.group_clips import FrozenClip, GroupClip, chosen_clip, due
 from gdrq_bench.quant.groups import assign_groups
 from gdrq_bench.quant.modes import CLIP, FLOAT, QUANT, QuantizerBase
 from gdrq_bench.quant.scale_clip import WeightScaleClip, filter_statistic
@@ -156,6 +156,14 @@ class GroupWeightQuantizer(WeightQuantizer):
         if step is not None:
             self.steps += 1
         return alpha[self.group_of]
+
+    @torch.no_grad()
+    def freeze_clip(self, weight: Tensor) -> None:
+        """Keep each group's clip and grouping as they are for `weight` from now on (learned
+        rounding writes the weights onto this grid)."""
+        self.filter_alpha(self.reshape(weight))  # groups and clips exist
+        self.clip = FrozenClip(self.clip(self.reshape(weight), self.group_of, None))
+        self.regroup_every = 0
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, groups={self.groups}, strategy={self.strategy}, mode={self.mode}"

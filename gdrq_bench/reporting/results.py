@@ -78,6 +78,13 @@ COLUMNS = [
     # batches per fine-tuning epoch (trainer.finetune_batches, capped by max_train_batches);
     # empty: whole epochs, or no fine-tuning. With finetune_epochs, the fine-tuning budget
     "finetune_batches",
+    # trainer.schedule (empty in rows from before it: qat); under ptq, the calibration images
+    # and trainer.calibrate's choices (empty in qat rows)
+    "schedule",
+    "calib_samples",
+    "act_range",
+    "rounding",
+    "bias_correction",
 ]
 
 

@@ -9,6 +9,14 @@ from omegaconf import DictConfig
 
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, get_method
 
+QAT, PTQ = "qat", "ptq"  # trainer.schedule: what follows the float model
+SCHEDULES = (QAT, PTQ)
+
+
+def is_ptq(cfg: DictConfig) -> bool:
+    """Post-training quantization: calibration in place of the fine-tuning stages."""
+    return cfg.trainer.schedule == PTQ
+
 
 def seed_stage(seed: int, stage: str) -> None:
     """Seed torch for one stage from the run seed and the stage name. Every stage that trains
@@ -19,7 +27,9 @@ def seed_stage(seed: int, stage: str) -> None:
 def stage_epochs(cfg: DictConfig, spec: QuantSpec, stage: str) -> int:
     """Epochs of a training stage. Under trainer.equal_budget every method fine-tunes for
     reshape + qat epochs after the float stage: a method without a reshape stage spends the
-    reshape epochs in QAT."""
+    reshape epochs in QAT. Post-training quantization fine-tunes nothing."""
+    if stage != "fp" and is_ptq(cfg):
+        return 0
     epochs = cfg.trainer[stage].epochs
     no_reshape = not get_method(spec.method).scale_clip
     if stage == "qat" and cfg.trainer.equal_budget and no_reshape:

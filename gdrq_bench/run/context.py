@@ -26,7 +26,9 @@ from gdrq_bench.training.engine import train_stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fp", "reshape", "qat")  # the training stages of a run, in order
+# the stages of a run whose time is its train_s, in order (calibrate: post-training
+# quantization's, in place of reshape and qat)
+STAGES = ("fp", "reshape", "qat", "calibrate")
 VALIDATION = "val_"  # metrics.json's prefix of a model's scores on the held-out images
 LOGGED_METRICS = 4  # metrics per evaluation in the log; COCO has 12, VOC one per class
 
@@ -45,6 +47,7 @@ class Run:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     eval_samples: int = 0  # samples in the last evaluation
     holdout_samples: int = 0  # held-out validation images it was also scored on (dataset.holdout)
+    calibration_samples: int = 0  # training images post-training quantization calibrated on
 
     def train(self, model: nn.Module, stage: str, name: str | None = None) -> None:
         """Train one stage, checkpointing every epoch; a resumed run loads a finished stage's

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from gdrq_bench.run.budget import finetune_stages
+from gdrq_bench.run.budget import finetune_stages, is_ptq
 from gdrq_bench.run.context import VALIDATION, Run
 from gdrq_bench.run.keys import float_control_key
 from gdrq_bench.run.outcome import FloatModel
@@ -36,8 +36,9 @@ CONTROL = "fp_ft"  # its name in metrics.json, the row and the checkpoints
 
 def stage_float_control(run: Run, float_model: FloatModel) -> None:
     """Score the equal-budget float control of the float model into run.metrics["fp_ft"]
-    (from the cache when it is there), unless trainer.float_control is off."""
-    if not run.cfg.trainer.float_control:
+    (from the cache when it is there), unless trainer.float_control is off or nothing is
+    fine-tuned (post-training quantization)."""
+    if not run.cfg.trainer.float_control or is_ptq(run.cfg):
         return
     key = float_control_key(run.cfg, run.spec, float_model.weights_hash)
     cache = Path(run.cfg.cache_dir).expanduser() / CONTROL / f"{key}.json"

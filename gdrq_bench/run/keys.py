@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gdrq_bench.quant import QuantSpec, method_knobs
-from gdrq_bench.run.budget import finetune_stages
+from gdrq_bench.run.budget import QAT, finetune_stages, is_ptq
 from gdrq_bench.training import distributed
 
 # Bump when a code change alters the float model a config trains (2: BatchNorm momentum of
@@ -51,6 +51,8 @@ AFTER_FLOAT_TRAINER_KEYS = (
     "equal_budget",
     "float_control",
     "device",
+    "schedule",
+    "calibrate",
 )
 
 # Trainer keys of the fine-tuning recipe (the stages after the float model): with the effective
@@ -66,7 +68,7 @@ FINETUNE_RECIPE_KEYS = (
 
 # Keys added to a hashed group after caches existed, with the value that does what the config
 # did before them: at that value they stay out of the float cache key and the run key.
-ADDED_KEY_DEFAULTS = {"dataset.holdout": 0, "plugins": []}
+ADDED_KEY_DEFAULTS = {"dataset.holdout": 0, "plugins": [], "trainer.schedule": QAT}
 _NO_DEFAULT = object()
 
 # Keys that decide where things are written or how they are shown, not what is computed.
@@ -132,6 +134,8 @@ def float_cache_key(cfg: DictConfig) -> str:
 def run_key(cfg: DictConfig) -> str:
     """A hash of everything in the config that can change the run's numbers."""
     config = _without_added_defaults(_plain(cfg))
+    if not is_ptq(cfg):  # calibration settings change nothing a QAT run computes
+        config["trainer"].pop("calibrate", None)
     for key, subkeys in NOT_IN_RUN_KEY.items():
         if subkeys is None:
             config.pop(key, None)
@@ -143,13 +147,15 @@ def run_key(cfg: DictConfig) -> str:
 
 def spec_hash(cfg: DictConfig, spec: QuantSpec) -> str:
     """A hash of what a run does after its float model: the knobs its method reads (with
-    their values; the others change nothing), the fine-tuning recipe and the task's
-    after-float keys. Rows with the same spec_hash and float model (fp_hash) differ only in
+    their values; the others change nothing), the fine-tuning recipe (post-training
+    quantization: the calibration and the batches it reads) and the task's after-float keys.
+    Rows with the same spec_hash and float model (fp_hash) differ only in
     their seed: the leaderboard averages them, whatever command line set the knobs."""
     knobs = sorted(method_knobs(spec.method))
+    recipe_keys = ("calibrate", *FLOAT_TRAINER_KEYS) if is_ptq(cfg) else FINETUNE_RECIPE_KEYS
     parts = {
         "spec": {name: getattr(spec, name) for name in knobs},
-        "recipe": {key: _plain_value(cfg.trainer[key]) for key in FINETUNE_RECIPE_KEYS},
+        "recipe": {key: _plain_value(cfg.trainer[key]) for key in recipe_keys},
         "task": {key: _plain_value(cfg.task.get(key)) for key in AFTER_FLOAT_TASK_KEYS},
     }
     return _digest(parts)

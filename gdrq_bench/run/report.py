@@ -18,7 +18,7 @@ from gdrq_bench.config.schema import SPEC_KEYS
 from gdrq_bench.quant import FLOAT_BITS, QuantSpec, get_method, method_knobs
 from gdrq_bench.reporting import provenance
 from gdrq_bench.reporting.results import KNOB_COLUMNS, append_row, table_path
-from gdrq_bench.run.budget import finetune_epochs, stage_batches
+from gdrq_bench.run.budget import finetune_epochs, is_ptq, stage_batches
 from gdrq_bench.run.context import STAGES, VALIDATION, Run
 from gdrq_bench.run.keys import spec_hash
 from gdrq_bench.run.outcome import FloatModel, QuantizedResult
@@ -121,6 +121,19 @@ def result_row(
         # the check after training that failed (fold, export): the figures above are what
         # was measured; gdrq-board leaves such rows out
         "failed": _failed_check(result.failure),
+        "schedule": cfg.trainer.schedule,
+        **_calibration_columns(run),
+    }
+
+
+def _calibration_columns(run: Run) -> dict[str, Any]:
+    """Post-training quantization's calibration images and choices; empty under QAT."""
+    settings = run.cfg.trainer.calibrate
+    ptq = is_ptq(run.cfg)
+    return {
+        "calib_samples": run.calibration_samples or "",
+        **{key: settings[key] if ptq else "" for key in ("act_range", "rounding")},
+        "bias_correction": str(settings.bias_correction).lower() if ptq else "",
     }
 
 

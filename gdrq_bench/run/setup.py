@@ -15,6 +15,7 @@ from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.quant import QuantSpec, SpecError, get_method, layer_plan
 from gdrq_bench.quant.fused import use_fused_kernels
 from gdrq_bench.run.budget import seed_stage
+from gdrq_bench.run.calibrate import check_schedule
 from gdrq_bench.run.export import NONE, check_export
 from gdrq_bench.run.output_dirs import check_output_dirs
 from gdrq_bench.run.spec import build_spec, spec_error
@@ -63,6 +64,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     import_plugins(cfg.plugins)
     spec = build_spec(cfg)
     check_method(spec, cfg.task.name, cfg.export)
+    check_schedule(cfg, spec)
     check_export(cfg.export, cfg.task.name, spec)
     if cfg.model.pretrained and cfg.model.checkpoint:
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")

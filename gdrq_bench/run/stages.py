@@ -1,11 +1,10 @@
-"""The quantized stages, in order: reshape -> qat -> fold -> eval -> export, on a quantized
-copy of the float model."""
+"""The quantized stages, in order: reshape -> qat (or, under post-training quantization,
+calibrate) -> fold -> eval -> export, on a quantized copy of the float model."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import torch
@@ -26,7 +25,8 @@ from gdrq_bench.quant import (
     set_mode,
     verify_fold,
 )
-from gdrq_bench.run.budget import seed_stage
+from gdrq_bench.run.budget import is_ptq
+from gdrq_bench.run.calibrate import calibration_inputs, first_inputs, stage_calibrate
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.export import stage_export
 from gdrq_bench.run.outcome import LayerStats, QuantizedResult
@@ -39,13 +39,16 @@ QUANTIZED_MODEL = "quantized_model.pt"  # the trained model's state_dict, kept w
 
 
 def quantized_stages(run: Run, model: nn.Module) -> QuantizedResult:
-    """reshape -> qat -> fold -> eval -> export of a quantized copy of the float model. In a
-    distributed run the other processes stop after training, rank 0 goes on alone. The
-    export follows the folded model's evaluation, whose predictions its int8 scores are
-    compared with."""
+    """reshape -> qat (calibrate) -> fold -> eval -> export of a quantized copy of the float
+    model. In a distributed run the other processes stop after training, rank 0 goes on
+    alone. The export follows the folded model's evaluation, whose predictions its int8
+    scores are compared with."""
     qmodel = build_quantized_model(run, model)
-    stats = stage_reshape(run, qmodel)
-    stage_qat(run, qmodel)
+    if is_ptq(run.cfg):
+        stats = stage_calibrate(run, qmodel, model)
+    else:
+        stats = stage_reshape(run, qmodel)
+        stage_qat(run, qmodel)
     if not distributed.is_main():
         return QuantizedResult(stats)
     if not get_method(run.spec.method).folds:  # the quantized model is the deployed one
@@ -64,21 +67,18 @@ def quantized_stages(run: Run, model: nn.Module) -> QuantizedResult:
 
 def build_quantized_model(run: Run, model: nn.Module) -> nn.Module:
     """A quantized copy of `model`: gdrq_bench's layers, or the model the method's hook
-    builds from the first CALIBRATION_BATCHES training batches (drawn under their own seed)."""
+    builds from the first CALIBRATION_BATCHES training batches (under post-training
+    quantization trainer.calibrate.batches), drawn under their own seed."""
     method = get_method(run.spec.method)
     if method.build is None:
         return quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
-    seed_stage(run.cfg.seed, "calibrate")
-    batches = _first_inputs(run, run.task.train_loader(), CALIBRATION_BATCHES)
-    return method.build(
-        model, run.spec, run.task.quant_scope, [inputs.to(run.device) for inputs in batches]
+    ptq = is_ptq(run.cfg)
+    batches = calibration_inputs(
+        run, run.cfg.trainer.calibrate.batches if ptq else CALIBRATION_BATCHES
     )
-
-
-def _first_inputs(run: Run, loader: Any, count: int) -> list[Any]:
-    """The model inputs of the loader's first `count` batches (a batch the bad-sample guard
-    emptied is passed over)."""
-    return [run.task.model_inputs(batch) for batch in islice(loader, count) if batch is not None]
+    if ptq:
+        run.calibration_samples = sum(len(inputs) for inputs in batches)
+    return method.build(model, run.spec, run.task.quant_scope, batches)
 
 
 def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, LayerStats]:
@@ -115,7 +115,7 @@ def stage_fold(run: Run, qmodel: nn.Module) -> Fold:
     kept in the run directory, the failure names the first layer that differs, and the run
     goes on to its evaluations and its row (marked failed=fold), without an export."""
     qmodel.eval()
-    batches = _first_inputs(run, run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
+    batches = first_inputs(run, run.task.eval_loader(), run.cfg.trainer.fold_check_batches)
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])

@@ -14,6 +14,7 @@ from gdrq_bench.config.schema import ClassificationDatasetConfig
 from gdrq_bench.data.classification_transforms import build_transforms
 from gdrq_bench.data.holdout import split_holdout
 from gdrq_bench.data.imagefolder import check_same_classes
+from gdrq_bench.data.memo import memoized
 from gdrq_bench.data.registry import dataset_loader
 from gdrq_bench.models.classifiers import IMAGENET_CLASSES, build_classifier, check_classifier
 from gdrq_bench.quant import QuantScope
@@ -38,9 +39,11 @@ class ClassificationTask(Task):
         self.pretrained_complete = model.pretrained and self.num_classes == IMAGENET_CLASSES
         self.train_set = train_set
         if dataset.holdout:  # the same training images, seen through the evaluation transforms
+            seen_as_evaluation = memoized(load(True, eval_transform), dataset.num_workers)
             self.train_set, self.holdout_set = split_holdout(
-                train_set, load(True, eval_transform), train_set.targets, dataset.holdout
+                train_set, seen_as_evaluation, train_set.targets, dataset.holdout
             )
+        self.eval_set = memoized(self.eval_set, dataset.num_workers)
 
     def build_model(self) -> nn.Module:
         return build_classifier(

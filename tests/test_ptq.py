@@ -1,0 +1,198 @@
+"""Post-training quantization (trainer.schedule=ptq): the activation ranges against numpy,
+AdaRound's rounding against nearest rounding's reconstruction error, bias correction's shift
+against its formula, and gdrq-run's calibrate stage end to end on every task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
+from torch import nn
+
+from gdrq_bench.quant import QuantSpec, quantize_model, quantized_layers
+from gdrq_bench.quant.act_ranges import ActivationSample, mse_clip, percentile_clip
+from gdrq_bench.quant.adaround import AdaRoundSettings, learned_levels
+from gdrq_bench.quant.ptq import calibrate_activations, correct_biases
+
+PTQ = ("trainer.schedule=ptq", "logger=none")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _numpy_mse_clip(values: np.ndarray, bits: int, unsigned: bool, points: int) -> float:
+    """The grid search of mse_clip, written apart in numpy (float64)."""
+    top = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
+    best, best_error = 0.0, np.inf
+    for k in range(1, points + 1):
+        alpha = values.max() * k / points
+        step = alpha / top
+        rounded = np.round(np.clip(values / step, 0, top)) * step
+        error = np.mean((rounded - values) ** 2)
+        if error < best_error:
+            best, best_error = alpha, error
+    return best
+
+
+@pytest.mark.parametrize("percentile", [50.0, 99.0, 99.99, 100.0])
+def test_percentile_clip_is_numpys_percentile(percentile: float) -> None:
+    values = np.random.default_rng(0).standard_normal(10_001) ** 2
+    clip = percentile_clip(torch.from_numpy(values), percentile)
+    assert clip == pytest.approx(np.percentile(values, percentile), rel=1e-12)
+
+
+@pytest.mark.parametrize(("bits", "unsigned"), [(4, True), (4, False), (2, True), (8, False)])
+def test_mse_clip_is_the_numpy_grid_search_optimum(bits: int, unsigned: bool) -> None:
+    values = np.abs(np.random.default_rng(bits).standard_t(3, 20_000))
+    clip = mse_clip(torch.from_numpy(values), bits, unsigned, points=64)
+    assert clip == pytest.approx(_numpy_mse_clip(values, bits, unsigned, 64), rel=1e-5)
+    assert clip < values.max()  # heavy tails: the optimum clips some values
+
+
+def test_activation_sample_keeps_the_exact_max_and_sign_of_every_value() -> None:
+    """A batch larger than the per-batch share is sampled, but its max and sign are exact."""
+    sample = ActivationSample(per_batch=100, generator=torch.Generator().manual_seed(0))
+    sample.add(torch.linspace(0, 1, 1000))  # sampled: 100 values
+    sample.add(torch.tensor([-3.0, 2.0]))
+    assert sample.maximum == 3.0 and sample.negative
+    assert sum(values.numel() for values in sample.values) == 102
+    assert sample.clip("max", 4, 99.0, 64) == 3.0
+
+
+def test_adaround_reconstructs_a_layer_better_than_nearest_rounding() -> None:
+    """A 3-bit linear layer fed coarsely rounded inputs, its target the float layer on the
+    float inputs (as a layer deep in a quantized network is): every learned level is w/d
+    rounded down or up, and the squared output error, computed here in numpy, falls below
+    the error of rounding each weight to the nearest level."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 16, generator=generator)
+    inputs = torch.randn(256, 16, generator=generator) + 0.5
+    rounded_inputs = torch.round(inputs * 1.5) / 1.5
+    step = weight.abs().amax(dim=1, keepdim=True) / 3
+    levels = learned_levels(
+        weight,
+        step,
+        (-3, 3),
+        lambda x, w: x @ w.T,
+        [rounded_inputs],
+        [inputs @ weight.T],
+        AdaRoundSettings(iterations=1000, samples=64),
+        generator,
+    )
+    scaled = (weight / step).numpy()
+    learned = levels.numpy()
+    assert np.all((learned == np.floor(scaled)) | (learned == np.floor(scaled) + 1))
+    assert learned.min() >= -3 and learned.max() <= 3
+
+    def error(ints: np.ndarray) -> float:
+        quantized = ints * step.numpy().astype(np.float64)
+        fed = rounded_inputs.numpy().astype(np.float64)
+        target = inputs.numpy().astype(np.float64) @ weight.numpy().astype(np.float64).T
+        return float(np.sum((fed @ quantized.T - target) ** 2))
+
+    nearest = np.clip(np.round(scaled), -3, 3)
+    assert error(learned) < 0.95 * error(nearest)
+
+
+def test_bias_correction_shifts_each_bias_by_the_formula() -> None:
+    """A 4-bit quantized linear layer, calibrated and corrected on X: its new bias is
+    b - (W_q mean(Q(X)) - W mean(X)), computed here from the layer's own weights, and its
+    output's mean error over X is then 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 5)).eval()
+    inputs = torch.randn(300, 12) * 2 + 1
+    spec = QuantSpec(method="minmax", first_last_bits="same")
+    qmodel = quantize_model(model, spec).eval()
+    calibrate_activations(qmodel, [inputs], "max", 99.0, 64, torch.Generator())
+    ((_, layer),) = quantized_layers(qmodel)
+    with torch.no_grad():
+        quantized_weight = layer.weight_quantizer(layer.weight).double()
+        quantized_inputs = layer.input_quantizer(inputs).double()
+    weight, bias = model[0].weight.detach().double(), model[0].bias.detach().double()
+    shift = quantized_weight @ quantized_inputs.mean(0) - weight @ inputs.double().mean(0)
+    correct_biases(qmodel, model, [inputs])
+    assert torch.allclose(layer.bias.detach().double(), bias - shift, atol=1e-5)
+    with torch.no_grad():
+        error = (qmodel(inputs) - model(inputs)).double().mean(0)
+    assert error.abs().max() < 1e-5
+
+
+@pytest.mark.slow
+def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir: Path) -> None:
+    """Every calibration step at once (MSE ranges, AdaRound, bias correction) on the digits:
+    the row says ptq with no fine-tuning and the calibration images, the fold holds and the
+    exact ONNX graph equals the folded model."""
+    result = gdrq_run(
+        tmp_path,
+        cache_dir,
+        *PTQ,
+        "trainer.calibrate.batches=2",
+        "trainer.calibrate.act_range=mse",
+        "trainer.calibrate.rounding=adaround",
+        "trainer.calibrate.adaround_iterations=5",
+        "trainer.calibrate.bias_correction=true",
+        "export=exact",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = read_rows(tmp_path)
+    assert (row["schedule"], row["finetune_epochs"], row["calib_samples"]) == ("ptq", "0", "32")
+    assert (row["act_range"], row["rounding"], row["bias_correction"]) == (
+        "mse",
+        "adaround",
+        "true",
+    )
+    assert row["fp_ft"] == "" and row["failed"] == ""
+    assert float(row["fold_err"]) <= 1e-6
+    assert float(row["exact_diff"]) == 0.0
+    assert "adaround 1/" in (tmp_path / "run" / "gdrq_run.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (("trainer.schedule=ptqq",), "trainer.schedule='ptqq'"),
+        (("trainer.calibrate.act_range=median",), "trainer.calibrate.act_range='median'"),
+        (("trainer.calibrate.percentile=0",), "trainer.calibrate.percentile=0"),
+        (("method=dorefa", "trainer.calibrate.rounding=adaround"), "method=dorefa"),
+    ],
+)
+def test_bad_calibration_settings_fail_with_one_line_and_no_row(
+    tmp_path: Path, cache_dir: Path, overrides: tuple[str, ...], named: str
+) -> None:
+    schedule = () if overrides[0].startswith("trainer.schedule") else ("trainer.schedule=ptq",)
+    result = gdrq_run(tmp_path, cache_dir, "logger=none", *schedule, *overrides)
+    assert_failed_cleanly(result, tmp_path, "classification", named)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "overrides"),
+    [
+        ("detection", ("dataset.image_size=64", "trainer.batch_size=2")),
+        ("segmentation", ("model=mobilenet_v3_large", "task.head=lraspp")),
+    ],
+)
+def test_detection_and_segmentation_ptq_runs_write_rows(
+    tmp_path: Path, cache_dir: Path, task: str, overrides: tuple[str, ...]
+) -> None:
+    result = gdrq_run(
+        tmp_path,
+        cache_dir,
+        *PTQ,
+        f"task={task}",
+        *overrides,
+        "trainer.eval_batch_size=8",
+        "trainer.calibrate.batches=2",
+        "trainer.calibrate.bias_correction=true",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = read_rows(tmp_path, task)
+    assert (row["schedule"], row["finetune_epochs"]) == ("ptq", "0")
+    assert int(row["calib_samples"]) > 0
+    assert float(row["fold_err"]) <= 1e-6
