@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch.utils.data import Dataset
 
@@ -12,7 +14,7 @@ from gdrq_bench.data.memo import MemoizedDataset, memoized
 class CountingImages(Dataset):
     """Images of `side` x `side` that count their reads."""
 
-    classes = ["a", "b"]
+    classes: ClassVar[list[str]] = ["a", "b"]
 
     def __init__(self, count: int, side: int) -> None:
         self.count, self.side, self.reads = count, side, 0

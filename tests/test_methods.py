@@ -364,13 +364,13 @@ def test_a_knob_a_method_does_not_read_changes_none_of_its_numbers(method: str) 
 
 
 def test_every_valid_alpha_choice_builds_the_clip_policy_of_its_name():
-    """spec.alpha's choices and the policies a spec can name are one list; max|W_g| is a
-    policy minmax composes, not a value of spec.alpha."""
+    """spec.alpha's choices and the policies a spec can name are one list (max|W_g| with
+    them: per-channel min-max under grouping=per_channel)."""
     from gdrq_bench.quant.choices import ALPHA_MODES
     from gdrq_bench.quant.group_clips import ALPHA_CHOICES, chosen_clip
 
     assert tuple(ALPHA_CHOICES) == ALPHA_MODES
     for alpha in ALPHA_MODES:
         assert chosen_clip(QuantSpec(alpha=alpha), 4, 2).name == alpha
-    with pytest.raises(SpecError, match="alpha='max'"):
-        QuantSpec(alpha="max")
+    with pytest.raises(SpecError, match="alpha='min'"):
+        QuantSpec(alpha="min")

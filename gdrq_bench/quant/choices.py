@@ -11,7 +11,7 @@ MIN_BITS, MAX_BITS = 2, 8
 PER_CHANNEL = "per_channel"  # spec.groups: one group per output filter
 
 GROUP_STRATEGIES = ("sorted", "contiguous", "kmeans")
-ALPHA_MODES = ("search", "scale_clip", "learned")
+ALPHA_MODES = ("search", "scale_clip", "learned", "max")
 WEIGHT_STATS = ("mean_abs", "std")
 ACT_STATS = ("mean_abs", "max_abs")
 CLIP_STYLES = ("clamp", "project")

@@ -2,8 +2,8 @@
 
 A method composes one of these policies with the group quantizer: the per-group QL_2 search
 (GDRQ), Scale-Clip's k_w * mean|W_g|, a learned clip (LSQ, or GDRQ with alpha=learned) and
-max|W_g| (the minmax baseline). `spec.alpha` chooses among the first three (ALPHA_CHOICES);
-max is a policy a method takes, not a value of spec.alpha.
+max|W_g| (the minmax baseline). `spec.alpha` chooses among them (ALPHA_CHOICES): alpha=max
+with grouping=per_channel is per-channel min-max, the post-training baseline.
 
 A policy is called with the tensor being rounded, each filter's group and the index of the
 training step that this forward starts (None outside a new training step: evaluation, or a
@@ -143,6 +143,7 @@ ALPHA_CHOICES: dict[str, Callable[[QuantSpec, int, int], GroupClip]] = {
     "learned": lambda spec, bits, groups: LearnedClip(
         groups, bits, lsq_init=False, points=spec.search_points
     ),
+    "max": lambda spec, bits, groups: MaxClip(groups),
 }
 
 

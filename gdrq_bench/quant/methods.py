@@ -21,7 +21,6 @@ from gdrq_bench.quant.group_clips import (
     ALPHA_CHOICES,
     GroupClip,
     LearnedClip,
-    MaxClip,
     chosen_clip,
 )
 from gdrq_bench.quant.spec import QuantSpec
@@ -109,10 +108,6 @@ def _group_quantizer(clip: ClipFactory, scale_clip: bool) -> WeightFactory:
     return build
 
 
-def _max_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
-    return MaxClip(groups)
-
-
 def _lsq_clip(spec: QuantSpec, bits: int, groups: int) -> GroupClip:
     return LearnedClip(groups, bits, lsq_init=True)
 
@@ -148,7 +143,7 @@ METHODS: dict[str, Method] = {
         running_clip=True,
     ),
     "minmax": Method(
-        _group_quantizer(_max_clip, scale_clip=False),
+        _group_quantizer(ALPHA_CHOICES["max"], scale_clip=False),
         lambda spec, bits: MinMaxAct(bits, spec.act_momentum),
         scale_clip=False,
         grouped=False,
