@@ -68,6 +68,7 @@ from intervals import Interval, PooledSpread, compare, pool_spreads
 METHOD_ORDER = list(METHODS)  # the registry's order: the project's methods, then Brevitas
 BREVITAS = "method=brevitas"
 REFERENCE = "gdrq"
+ADAROUND = "+adaround"  # a post-training line with learned rounding (trainer.calibrate)
 BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
 CLASSIFICATION = "classification.csv"  # the task whose runs keep per-image results
@@ -111,12 +112,14 @@ def _grid_runs(preset_name: str) -> list[list[str]]:
     return [run for grid in load_preset(preset_name).grids for run in _runs_of(grid)]
 
 
-# what varies between runs sharing a float model: the method, bits, seed and the trainer's
-# keys that act after the float stage (e.g. a longer fine-tuning budget)
+# what varies between runs sharing a float model: the method, bits, seed, grouping and the
+# trainer's keys that act after the float stage (e.g. a longer fine-tuning budget)
 FLOAT_AXES = (
     "method=",
     "bits=",
     "seed=",
+    "grouping=",
+    "grouping.",
     *(f"trainer.{key}{end}" for key in AFTER_FLOAT_TRAINER_KEYS for end in ("=", ".")),
 )
 
@@ -248,6 +251,8 @@ def latest_rows(results: Path, dataset: str | None = None) -> pd.DataFrame:
     rows = rows[rows.failed.isna()].copy()
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
     rows["deployed"] = rows.folded.fillna(rows.quant)  # Brevitas has no folded model
+    ptq = rows.schedule == "ptq"
+    rows.loc[ptq, "method"] = ptq_variants(rows[ptq])
     # a configuration: its spec_hash (rows from before it: model, method and bits), within
     # one float model (fp_hash) and fine-tuning budget
     named = rows.model + " " + rows.method + " " + rows.bits
@@ -262,12 +267,43 @@ def latest_rows(results: Path, dataset: str | None = None) -> pd.DataFrame:
     return rows
 
 
+def ptq_variants(rows: pd.DataFrame) -> pd.Series:
+    """Each post-training row's line: its method, then what sets it apart where it varies
+    (grouping's groups and clip rule for groups_only, an activation range other than max,
+    bias correction, learned rounding), e.g. `groups_only per_channel max +adaround`."""
+
+    def variant(row: pd.Series) -> str:
+        parts = [row.method]
+        if row.method == "groups_only":
+            parts.append(str(row.groups))
+            if row.alpha_mode != "search":
+                parts.append(str(row.alpha_mode))
+        if row.act_range != "max":
+            parts.append(str(row.act_range))
+        if str(row.bias_correction).lower() == "true":
+            parts.append("+bias")
+        if str(row.rounding).startswith("adaround"):
+            parts.append(ADAROUND)
+        return " ".join(parts)
+
+    return rows.apply(variant, axis=1) if len(rows) else rows.method
+
+
+def reference_of(method: str) -> str:
+    """The line a method's is compared with: GDRQ's, rounded the same way."""
+    return f"{REFERENCE} {ADAROUND}" if method.endswith(ADAROUND) else REFERENCE
+
+
 def _budgets(rows: pd.DataFrame) -> pd.Series:
-    """Each row's fine-tuning budget in words (float rows: empty)."""
+    """Each row's fine-tuning budget in words (float rows: empty; post-training rows: none)."""
     epochs = rows.finetune_epochs.fillna(0).astype(int)
     batches = rows.finetune_batches.map(lambda n: "" if pd.isna(n) else f" of {int(n)} batches")
+    calibrated = rows.schedule == "ptq"
     return pd.Series(
-        [f"{e} epochs{b}" if e else "" for e, b in zip(epochs, batches, strict=True)],
+        [
+            "none (post-training quantization)" if ptq else f"{e} epochs{b}" if e else ""
+            for e, b, ptq in zip(epochs, batches, calibrated, strict=True)
+        ],
         index=rows.index,
     )
 
@@ -359,7 +395,8 @@ def _collapsed(group: pd.DataFrame) -> bool:
 
 
 def pooled_spread(quantized: pd.DataFrame, results: Path) -> tuple[PooledSpread | None, list[str]]:
-    """The seed spread of the per-seed difference to GDRQ pooled over one network's cells
+    """The seed spread of the per-seed difference to GDRQ (rounded alike: reference_of) pooled
+    over one network's cells
     (bit-width, method) where the two share >= 2 seeds (paired by seed), and the cells left
     out as collapsed: where either method's mean top1 is below half the float model's. A
     collapsed method's seeds differ by which classes survive, tens of points (ResNet-20
@@ -368,12 +405,12 @@ def pooled_spread(quantized: pd.DataFrame, results: Path) -> tuple[PooledSpread 
     cells, collapsed = {}, []
     for bits in bits_order(quantized.bits):
         at_bits = quantized[quantized.bits == bits]
-        reference_rows = at_bits[at_bits.method == REFERENCE]
-        reference = _by_seed(reference_rows, results)
         for method in methods_in(at_bits):
             group = at_bits[at_bits.method == method]
-            if method == REFERENCE or group.empty:
+            if method == reference_of(method) or group.empty:
                 continue
+            reference_rows = at_bits[at_bits.method == reference_of(method)]
+            reference = _by_seed(reference_rows, results)
             other = _by_seed(group, results)
             if reference[1] is None or other[1] is None:
                 continue
@@ -418,14 +455,14 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
     markers = set()
     for bits in bits_order(quantized.bits):
         at_bits = quantized[quantized.bits == bits]
-        reference = _by_seed(at_bits[at_bits.method == REFERENCE], results)
         for method in methods_in(at_bits):
             group = at_bits[at_bits.method == method]
             if group.empty:
                 continue
             versus = "—"
-            if method != REFERENCE:
-                interval = _versus(reference, _by_seed(group, results), pooled)
+            if method != reference_of(method):
+                reference = at_bits[at_bits.method == reference_of(method)]
+                interval = _versus(_by_seed(reference, results), _by_seed(group, results), pooled)
                 versus = _cell(interval)
                 markers.add(interval.seed_noise if interval is not None else None)
             cells = [

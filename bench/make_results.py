@@ -1,6 +1,6 @@
 """`make bench`: run the benchmark steps and write bench/RESULTS.md from what they print.
 
-    python bench/make_results.py [--steps float_recipe,accuracy,digits,shapes,cost,export,eval]
+    python bench/make_results.py [--steps float_recipe,accuracy,ptq,digits,shapes,cost,export,eval]
         [--jobs 2] [--tables-only]
 
 Each step's commands run in turn; what the last command of a step prints (a Markdown table)
@@ -127,6 +127,23 @@ def steps(jobs: int) -> list[Step]:
             "each table, the same runs on the validation split: the figures any choice is "
             "made on. Rows in bench/results/fashion/.",
             _preset_commands("bench_fashion", jobs),
+        ),
+        Step(
+            "ptq",
+            "Post-training quantization on Fashion-MNIST",
+            "The accuracy step's float models, nothing trained (`trainer.schedule=ptq`): 8 "
+            "batches of 128 training images calibrate each run's activation clips, then the "
+            "weights round to the nearest level or are learned (AdaRound, `+adaround`); the "
+            "calibration seed (which batches, AdaRound's draws) is 0, 1 or 2. Lines: per-tensor "
+            "min-max (`minmax`), per-channel min-max (`groups_only per_channel max`), the "
+            "per-channel and per-group QL_2 search (`groups_only per_channel`, `groups_only 4`) "
+            "and GDRQ (`gdrq`: its Scale-Clip written into the weights, then its groups' "
+            "search); first and last layer at 8 bits. The first tables (seed 0, W4A8 and W4A4) "
+            "choose the activation range on the validation split (`percentile 99.99`, `mse` "
+            "against max). Columns as in the accuracy step; the last is each line's top1 minus "
+            "GDRQ's rounded the same way, with its 95% interval over seeds and test images "
+            "(**bold** where it excludes 0). Rows in bench/results/fashion_ptq/.",
+            _preset_commands("bench_fashion_ptq", jobs),
         ),
         Step(
             "digits",

@@ -428,3 +428,48 @@ def test_step_cost_gives_each_variant_as_a_ratio_of_the_float_step() -> None:
     line = step_cost.table([result]).splitlines()[-1]
     assert line.startswith("| resnet18 32x32 b2 |")
     assert f"| {result.train_ratios['GDRQ']:.2f} |" in line
+
+
+def test_ptq_lines_name_their_variant_and_compare_with_gdrq_rounded_alike(
+    tmp_path: Path,
+) -> None:
+    """Post-training rows: a line per variant (rounding, a groups_only grouping and clip),
+    a budget of none, and learned-rounding lines compared with GDRQ's learned-rounding line
+    (minmax +adaround, 20 of 200 images worse than gdrq +adaround: -10 points)."""
+    rng = np.random.default_rng(1)
+    base = rng.random(200) < 0.9
+    worse = base.copy()
+    worse[np.flatnonzero(base)[:20]] = False
+    results = _rows(
+        tmp_path,
+        [
+            ("gdrq", 4, 0, 96.0, 96.0, base),
+            ("gdrq", 4, 0, 97.0, 97.0, base),
+            ("minmax", 4, 0, 90.0, 90.0, worse),
+            ("groups_only", 4, 0, 95.0, 95.0, base),
+        ],
+    )
+    frame = pd.read_csv(results)
+    frame["schedule"] = "ptq"
+    frame["rounding"] = ["nearest", "adaround 1000", "adaround 1000", "nearest"]
+    frame["act_range"] = ["max", "max", "max", "mse"]
+    frame["bias_correction"] = "false"
+    frame["groups"] = ["4", "4", "1", "per_channel"]
+    frame["alpha_mode"] = ["search", "search", "", "max"]
+    frame["finetune_epochs"] = 0
+    frame["command"] = frame.command + " " + frame.rounding.str.split(" ").str[0]
+    frame.to_csv(results, index=False)
+    accuracy.keep_correctness(results)
+    rows = accuracy.latest_rows(results, "fashion_mnist")
+    assert set(rows.budget) == {"none (post-training quantization)"}
+    table = accuracy.model_table(rows, results).splitlines()
+    cells = {line.split(" | ")[1]: line.split(" | ") for line in table[2:] if "| W4A4" in line}
+    assert sorted(cells) == [
+        "gdrq",
+        "gdrq +adaround",
+        "groups_only per_channel max mse",
+        "minmax +adaround",
+    ]
+    assert cells["minmax +adaround"][6].startswith("**-10.00 [")
+    assert cells["gdrq +adaround"][6] == "— |"
+    assert cells["groups_only per_channel max mse"][6].startswith("+0.00 [")  # vs gdrq

@@ -143,7 +143,7 @@ def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir:
     assert (row["schedule"], row["finetune_epochs"], row["calib_samples"]) == ("ptq", "0", "32")
     assert (row["act_range"], row["rounding"], row["bias_correction"]) == (
         "mse",
-        "adaround",
+        "adaround 5",
         "true",
     )
     assert row["fp_ft"] == "" and row["failed"] == ""

@@ -79,7 +79,7 @@ COLUMNS = [
     # empty: whole epochs, or no fine-tuning. With finetune_epochs, the fine-tuning budget
     "finetune_batches",
     # trainer.schedule (empty in rows from before it: qat); under ptq, the calibration images
-    # and trainer.calibrate's choices (empty in qat rows)
+    # and trainer.calibrate's choices (`percentile 99.99`, `adaround 1000`; empty in qat rows)
     "schedule",
     "calib_samples",
     "act_range",

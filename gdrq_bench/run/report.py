@@ -128,12 +128,19 @@ def result_row(
 
 def _calibration_columns(run: Run) -> dict[str, Any]:
     """Post-training quantization's calibration images and choices; empty under QAT."""
+    if not is_ptq(run.cfg):
+        return {"calib_samples": "", "act_range": "", "rounding": "", "bias_correction": ""}
     settings = run.cfg.trainer.calibrate
-    ptq = is_ptq(run.cfg)
-    return {
+    act_range, rounding = settings.act_range, settings.rounding
+    return {  # each with the knob that qualifies it: `percentile 99.99`, `adaround 1000`
         "calib_samples": run.calibration_samples or "",
-        **{key: settings[key] if ptq else "" for key in ("act_range", "rounding")},
-        "bias_correction": str(settings.bias_correction).lower() if ptq else "",
+        "act_range": f"percentile {settings.percentile:g}"
+        if act_range == "percentile"
+        else act_range,
+        "rounding": f"adaround {settings.adaround_iterations}"
+        if rounding == "adaround"
+        else rounding,
+        "bias_correction": str(settings.bias_correction).lower(),
     }
 
 
