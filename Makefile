@@ -7,7 +7,7 @@ SWEEP ?= default
 JOBS ?=
 BOARD_ARGS ?=
 
-.PHONY: install run sweep board bench test lint clean
+.PHONY: install run sweep board bench test lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,12 +48,17 @@ lint: install
 	$(BIN)/ruff format --check gdrq_bench tests bench
 	$(BIN)/lint-imports  # the layer contracts in pyproject.toml
 
-# Two pytest workers of one torch thread each: most tests start gdrq-run processes, whose
-# start-up is single-threaded, so two at once fill 2 cores better than one with 2 threads;
-# worksteal hands the slow files' tests to whichever worker is idle; the 15 slowest tests are
-# listed at the end, so a CI log shows where the suite's time goes.
-test: lint
+# Two pytest workers of one torch thread each: the slowest tests start gdrq-run processes,
+# whose start-up is single-threaded, so two at once fill 2 cores better than one with 2
+# threads; worksteal hands the slow files' tests to whichever worker is idle; the 15 slowest
+# tests are listed at the end, so a CI log shows where the suite's time goes.
+# The docs site from docs/ (mkdocs.yml): --strict fails on a broken link or anchor, or a page
+# missing from the navigation; tests/test_docs.py checks what the pages show against the code.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: lint docs
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache site

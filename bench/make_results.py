@@ -61,7 +61,7 @@ def steps(jobs: int) -> list[Step]:
             "the accuracy step (ResNet-20, the 32x32 MobileNetV2) trained by `trainer=fashion` "
             "for 8, 12, 18 and 27 epochs (`trainer.fp.epochs`); the embedded shapes scenes' "
             "192 training scenes less 64 held out (a plain draw), each float model of the "
-            "README's shapes tables (preset bench_shapes: RetinaNet ResNet-18, LR-ASPP "
+            "shapes tables (preset bench_shapes: RetinaNet ResNet-18, LR-ASPP "
             "MobileNetV3, DeepLabV3 ResNet-50) trained by its task's trainer for 12, 18, 27, 40 "
             "and 60 epochs. --jobs runs at once (2 on 2 cores: one thread each), in rounds of "
             "one number of epochs, the fewest first; a network whose plateau is found gets no "
@@ -158,7 +158,7 @@ def steps(jobs: int) -> list[Step]:
         Step(
             "shapes",
             "The embedded shapes scenes: detection and segmentation",
-            "The README's shapes networks (preset bench_shapes): RetinaNet ResNet-18 detection "
+            "The shapes networks (preset bench_shapes): RetinaNet ResNet-18 detection "
             "(COCO layout, 128x128, box AP) and segmentation (LR-ASPP MobileNetV3-Large and "
             "DeepLabV3 ResNet-50, 64x64, mIoU), GDRQ and min-max at W8A8 and W4A4, 64 of the "
             "192 training scenes held out (the validation columns), the 64 evaluation scenes "

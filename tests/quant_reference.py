@@ -1,4 +1,4 @@
-"""Plain numpy re-implementation of METHOD.md's quantizer: what the quant tests compare to."""
+"""Plain numpy re-implementation of docs/method.md's quantizer: what the quant tests compare to."""
 
 from __future__ import annotations
 

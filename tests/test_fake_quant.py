@@ -1,4 +1,4 @@
-"""The uniform fake quantizer (METHOD.md section 2) against a numpy re-implementation."""
+"""The uniform fake quantizer (docs/method.md section 2) against a numpy re-implementation."""
 
 import numpy as np
 import pytest

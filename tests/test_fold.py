@@ -1,4 +1,4 @@
-"""Merging group steps into BatchNorm (METHOD.md section 5): exact in float64, int8 weights."""
+"""Merging group steps into BatchNorm (docs/method.md section 5): exact in float64, int8 weights."""
 
 import copy
 from collections import OrderedDict

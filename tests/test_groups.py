@@ -1,4 +1,4 @@
-"""Group-based quantization (METHOD.md section 4): filter grouping and the per-group clip."""
+"""Group-based quantization (docs/method.md section 4): filter grouping and the per-group clip."""
 
 from itertools import pairwise
 

@@ -1,4 +1,4 @@
-"""GDRQ, its ablations and the baselines (METHOD.md section 7): each one trains, as specified."""
+"""GDRQ, its ablations and the baselines (docs/method.md section 7): each trains as specified."""
 
 from dataclasses import replace
 

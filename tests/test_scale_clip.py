@@ -1,4 +1,4 @@
-"""Scale-Clip (METHOD.md section 3): dynamic weight thresholds and the activation EMA clip."""
+"""Scale-Clip (docs/method.md section 3): dynamic weight thresholds and the activation EMA clip."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Distribution statistics (METHOD.md sections 1 and 3): kurtosis and the quantized loss."""
+"""Distribution statistics (docs/method.md sections 1 and 3): kurtosis and the quantized loss."""
 
 import numpy as np
 import pytest
@@ -55,7 +55,7 @@ def test_quantized_loss_matches_the_formula(bits, p):
 
 def test_optimal_loss_orders_the_distributions_as_the_paper_says():
     """At the best clip, QL_2 is Laplace > Gaussian > uniform; the clip, as a fraction of
-    max |x|, is smallest for Laplace and largest for uniform (METHOD.md section 1)."""
+    max |x|, is smallest for Laplace and largest for uniform (docs/method.md section 1)."""
     rng = np.random.default_rng(0)
     losses, fractions = [], []
     for name in ("laplace", "gaussian", "uniform"):

@@ -169,7 +169,7 @@ def help_text() -> str:
     lines += [
         "",
         "Keys of a group are set as group.key=value (method.k_w=3, trainer.qat.epochs=8);",
-        "README.md lists them, docs/method.md explains the method's. Hydra's own options:",
+        "docs/usage.md lists them, docs/method.md explains the method's. Hydra's own options:",
         "gdrq-run --hydra-help.",
     ]
     return "\n".join(lines)

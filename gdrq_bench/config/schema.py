@@ -186,8 +186,9 @@ class TrainerConfig:
     # training set: a fine-tuning budget on large data sets; None: whole epochs
     finetune_batches: int | None = None
     max_eval_batches: int | None = None
-    # evaluation batches the BN fold is proved on; the classification presets (default, fashion,
-    # smoke) prove it on 1 batch of 256, the other tasks' small batches on 2
+    # evaluation batches the BN fold is checked on; the classification presets (default,
+    # fashion, smoke) check it on 1 batch (256 images; fashion's 500), the other tasks' small
+    # batches on 2
     fold_check_batches: int = 2
     # the largest fold error (float64, relative to each output's largest magnitude) a run
     # accepts: above it the run fails after training, naming the first layer that differs

@@ -1,4 +1,4 @@
-"""Activation quantizers: Scale-Clip's EMA clip and the baselines' clips (METHOD.md 2-3, 7)."""
+"""Activation quantizers: Scale-Clip's EMA clip and the baselines' clips (docs/method.md 2-3, 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Uniform fake quantization with straight-through gradients (METHOD.md section 2)."""
+"""Uniform fake quantization with straight-through gradients (docs/method.md section 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Merge group steps into BatchNorm (METHOD.md section 5) and prove the merge exact.
+"""Merge group steps into BatchNorm (docs/method.md section 5) and prove the merge exact.
 
 A quantized conv with input step d_a, filter steps d_g(c) and a following BN becomes
 
@@ -207,7 +207,7 @@ def _difference(expected: Tensor, actual: Tensor) -> tuple[float, float]:
 def verify_fold(
     qmodel: nn.Module, folded: nn.Module | None, batches: Iterable[Any]
 ) -> dict[str, float]:
-    """Prove the BN merge on real batches, in float64 (METHOD.md section 5 says why).
+    """Prove the BN merge on real batches, in float64 (docs/method.md section 5 says why).
 
     A float64 copy of `qmodel` is folded and both run in eval mode on each batch (a tuple is
     unpacked into arguments). Returns the largest absolute difference over every output

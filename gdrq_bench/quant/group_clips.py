@@ -1,4 +1,4 @@
-"""How a group weight quantizer picks each group's clip alpha (METHOD.md sections 4 and 7).
+"""How a group weight quantizer picks each group's clip alpha (docs/method.md sections 4 and 7).
 
 A method composes one of these policies with the group quantizer: the per-group QL_2 search
 (GDRQ), Scale-Clip's k_w * mean|W_g|, a learned clip (LSQ, or GDRQ with alpha=learned) and

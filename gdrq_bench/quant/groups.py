@@ -1,4 +1,4 @@
-"""Group-based quantization: which filters share a clip, and which clip (METHOD.md section 4)."""
+"""Group-based quantization: which filters share a clip, and which clip (docs/method.md 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The registry of quantization methods: GDRQ, its ablations and the baselines (METHOD.md 7),
+"""The registry of quantization methods: GDRQ, its ablations and the baselines (docs/method.md 7),
 and Brevitas's layers through the method hook (Method.build)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Scale-Clip: clip thresholds that are a multiple of a statistic of the tensor itself.
 
-Two ways to apply the weight clip during training ([choice], METHOD.md section 3):
+Two ways to apply the weight clip during training ([choice], docs/method.md section 3):
 `clamp` clips in the forward pass only, so the stored weights keep their values beyond T;
 `project` writes the clip into the stored weights before each training forward (the weight
 quantizer's start_step), so the network itself is reshaped and a clipped weight that the loss

@@ -38,7 +38,7 @@ CHOICES = {
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How to quantize a model. Fields marked [choice] in METHOD.md are all here. Building one
+    """How to quantize a model. Fields marked [choice] in docs/method.md are all here. Building one
     validates it (SpecError names the first bad field); the method name is checked by the
     method registry (methods.get_method), which is built on this class."""
 

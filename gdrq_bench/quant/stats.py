@@ -1,5 +1,5 @@
 """Distribution statistics: kurtosis, the quantized loss QL_p, histograms, and how much the
-clips cut off weights and activations (METHOD.md 1, 3)."""
+clips cut off weights and activations (docs/method.md 1, 3)."""
 
 from __future__ import annotations
 

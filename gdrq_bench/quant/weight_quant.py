@@ -1,5 +1,5 @@
 """Weight quantizers: GDRQ's group quantizer (which, with another clip policy, also serves
-minmax, LSQ and the ablations) and DoReFa's (METHOD.md sections 3, 4 and 7)."""
+minmax, LSQ and the ablations) and DoReFa's (docs/method.md sections 3, 4 and 7)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from filelock import FileLock
 from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.config.schema import SPEC_KEYS
 
-# The stable interface (DESIGN.md): add columns at the end, never rename or reorder these.
+# The stable interface (docs/results.md): add columns at the end, never rename or reorder.
 ROW_COLUMNS = [
     "run_id",
     "finished_at",
