@@ -4,20 +4,28 @@ against its formula, and gdrq-run's calibrate stage end to end on every task."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
+from hydra import compose, initialize_config_dir
 from torch import nn
 
+from gdrq_bench.config import CONFIG_DIR
+from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import register_configs
 from gdrq_bench.quant import QuantSpec, quantize_model, quantized_layers
 from gdrq_bench.quant.act_ranges import ActivationSample, mse_clip, percentile_clip
 from gdrq_bench.quant.adaround import AdaRoundSettings, learned_levels
 from gdrq_bench.quant.ptq import calibrate_activations, correct_biases
+from gdrq_bench.run.calibrate import check_schedule
+from gdrq_bench.run.spec import build_spec
 
 PTQ = ("trainer.schedule=ptq", "logger=none")
+register_configs()
 
 
 @pytest.fixture(scope="module")
@@ -153,21 +161,30 @@ def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir:
 
 
 @pytest.mark.slow
+def test_a_bad_schedule_fails_with_one_line_and_no_row(tmp_path: Path, cache_dir: Path) -> None:
+    result = gdrq_run(tmp_path, cache_dir, "logger=none", "trainer.schedule=ptqq")
+    assert_failed_cleanly(result, tmp_path, "classification", "trainer.schedule='ptqq'")
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        (("trainer.schedule=ptqq",), "trainer.schedule='ptqq'"),
         (("trainer.calibrate.act_range=median",), "trainer.calibrate.act_range='median'"),
         (("trainer.calibrate.percentile=0",), "trainer.calibrate.percentile=0"),
+        (("trainer.calibrate.batches=0",), "trainer.calibrate.batches=0"),
         (("method=dorefa", "trainer.calibrate.rounding=adaround"), "method=dorefa"),
+        (("method=brevitas", "trainer.calibrate.bias_correction=true"), "method=brevitas"),
     ],
 )
-def test_bad_calibration_settings_fail_with_one_line_and_no_row(
-    tmp_path: Path, cache_dir: Path, overrides: tuple[str, ...], named: str
+def test_bad_calibration_settings_are_named_before_anything_runs(
+    overrides: tuple[str, ...], named: str
 ) -> None:
-    schedule = () if overrides[0].startswith("trainer.schedule") else ("trainer.schedule=ptq",)
-    result = gdrq_run(tmp_path, cache_dir, "logger=none", *schedule, *overrides)
-    assert_failed_cleanly(result, tmp_path, "classification", named)
+    """check_schedule, which prepare_run calls before training (the test above sees its
+    error reach the command line as one line)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["trainer.schedule=ptq", *overrides])
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        check_schedule(cfg, build_spec(cfg))
 
 
 @pytest.mark.slow

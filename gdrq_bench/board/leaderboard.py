@@ -57,7 +57,8 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     is_float = (rows.w_bits == FLOAT_BITS) & (rows.a_bits == FLOAT_BITS)
     rows.loc[is_float, ["method", "groups"]] = ["float", "-"]  # one float line per model
     rows["bits"] = "W" + rows.w_bits.astype(str) + "A" + rows.a_bits.astype(str)
-    rows["schedule"] = rows.schedule.fillna("qat")  # rows from before the column: all QAT
+    # rows from before the column: all QAT
+    rows["schedule"] = rows.schedule.astype(object).fillna("qat")
     rows["setup"] = rows.command.str.replace(SEED, "", regex=True)
     rows["spec"] = rows.spec_hash.astype(object).fillna("command " + rows.setup)
     # rows written before fp_hash existed: the float score stands for the float model

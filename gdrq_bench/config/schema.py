@@ -62,7 +62,9 @@ class DatasetConfig:
 @dataclass
 class ClassificationDatasetConfig(DatasetConfig):
     resize: int = 32  # evaluation resize before the center crop (imagenet preset: 256)
-    preset: str = "small"  # "small" (pad + random crop) or "imagenet" (RandomResizedCrop + flip)
+    # "small" (pad + random crop), "fashion" (28x28 greyscale padded; crop + flip) or
+    # "imagenet" (RandomResizedCrop + flip)
+    preset: str = "small"
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
