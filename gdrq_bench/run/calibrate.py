@@ -54,9 +54,11 @@ def first_inputs(run: Run, loader: Any, count: int) -> list[Any]:
 
 
 def calibration_inputs(run: Run, count: int) -> list[Any]:
-    """The first `count` training batches under the stage's own seed, on the run's device."""
+    """The first `count` training batches under the stage's own seed, on the run's device;
+    their images are counted in run.calibration_samples (the row's calib_samples under PTQ)."""
     seed_stage(run.cfg.seed, CALIBRATE)
     batches = first_inputs(run, run.task.train_loader(), count)
+    run.calibration_samples = sum(len(inputs) for inputs in batches)
     return [move_batch(inputs, run.device) for inputs in batches]
 
 
@@ -114,7 +116,6 @@ def stage_calibrate(run: Run, qmodel: nn.Module, float_model: nn.Module) -> dict
     start = time.perf_counter()
     settings = run.cfg.trainer.calibrate
     batches = calibration_inputs(run, settings.batches)
-    run.calibration_samples = sum(len(inputs) for inputs in batches)
     if method.scale_clip:
         commit_scale_clip(qmodel)
     generator = torch.Generator().manual_seed(run.cfg.seed)

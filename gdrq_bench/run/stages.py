@@ -72,12 +72,8 @@ def build_quantized_model(run: Run, model: nn.Module) -> nn.Module:
     method = get_method(run.spec.method)
     if method.build is None:
         return quantize_model(model, run.spec, run.task.quant_scope).to(run.device)
-    ptq = is_ptq(run.cfg)
-    batches = calibration_inputs(
-        run, run.cfg.trainer.calibrate.batches if ptq else CALIBRATION_BATCHES
-    )
-    if ptq:
-        run.calibration_samples = sum(len(inputs) for inputs in batches)
+    count = run.cfg.trainer.calibrate.batches if is_ptq(run.cfg) else CALIBRATION_BATCHES
+    batches = calibration_inputs(run, count)
     return method.build(model, run.spec, run.task.quant_scope, batches)
 
 
