@@ -24,12 +24,10 @@ from torch import nn
 
 from gdrq_bench.config.errors import ConfigError
 from gdrq_bench.quant import (
-    FLOAT,
     QUANT,
     QuantSpec,
     commit_scale_clip,
     get_method,
-    layer_weight_stats,
     set_mode,
 )
 from gdrq_bench.quant.act_ranges import RANGE_RULES
@@ -39,7 +37,6 @@ from gdrq_bench.quant.ptq import adaround_model, calibrate_activations, correct_
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 from gdrq_bench.run.budget import SCHEDULES, is_ptq, seed_stage
 from gdrq_bench.run.context import Run
-from gdrq_bench.run.outcome import LayerStats
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +101,14 @@ def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:
             )
 
 
-def stage_calibrate(run: Run, qmodel: nn.Module, float_model: nn.Module) -> dict[str, LayerStats]:
-    """Calibrate `qmodel` (left in quant mode) as the module docstring says; the weight
-    statistics of the float weights. A method whose model another library builds was
-    calibrated as it was built: nothing more is done to it."""
-    stats = {"before": layer_weight_stats(set_mode(qmodel, FLOAT))}
+def stage_calibrate(run: Run, qmodel: nn.Module, float_model: nn.Module) -> None:
+    """Calibrate `qmodel` (left in quant mode) as the module docstring says. A method whose
+    model another library builds was calibrated as it was built: nothing more is done to
+    it."""
     set_mode(qmodel, QUANT)
     method = get_method(run.spec.method)
     if method.build is not None:
-        return stats
+        return
     start = time.perf_counter()
     settings = run.cfg.trainer.calibrate
     batches = calibration_inputs(run, settings.batches)
@@ -136,4 +132,3 @@ def stage_calibrate(run: Run, qmodel: nn.Module, float_model: nn.Module) -> dict
         settings.bias_correction,
         run.stage_seconds[CALIBRATE],
     )
-    return stats

@@ -44,10 +44,11 @@ def quantized_stages(run: Run, model: nn.Module) -> QuantizedResult:
     alone. The export follows the folded model's evaluation, whose predictions its int8
     scores are compared with."""
     qmodel = build_quantized_model(run, model)
+    stats = {"before": layer_weight_stats(set_mode(qmodel, FLOAT))}  # the float weights
     if is_ptq(run.cfg):
-        stats = stage_calibrate(run, qmodel, model)
+        stage_calibrate(run, qmodel, model)
     else:
-        stats = stage_reshape(run, qmodel)
+        stats.update(stage_reshape(run, qmodel))
         stage_qat(run, qmodel)
     if not distributed.is_main():
         return QuantizedResult(stats)
@@ -78,16 +79,17 @@ def build_quantized_model(run: Run, model: nn.Module) -> nn.Module:
 
 
 def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, LayerStats]:
-    """Scale-Clip fine-tune (clip, no rounding), probed after; weight statistics before and
-    after it. Unless Scale-Clip goes on into QAT (method.scale_clip_qat), it is then written
-    into the weights: QAT starts from the reshaped network and clips it by groups alone."""
-    stats = {"before": layer_weight_stats(set_mode(qmodel, FLOAT))}
-    if get_method(run.spec.method).scale_clip:
-        run.train(set_mode(qmodel, CLIP), "reshape")
-        stats["after"] = _merged(layer_weight_stats(qmodel), run.probe(qmodel, "reshape"))
-        if not run.spec.scale_clip_qat:
-            commit_scale_clip(qmodel)
-    return stats
+    """Scale-Clip fine-tune (clip, no rounding), probed after; the weight statistics after it
+    ("after"; none without Scale-Clip). Unless Scale-Clip goes on into QAT
+    (method.scale_clip_qat), it is then written into the weights: QAT starts from the
+    reshaped network and clips it by groups alone."""
+    if not get_method(run.spec.method).scale_clip:
+        return {}
+    run.train(set_mode(qmodel, CLIP), "reshape")
+    after = _merged(layer_weight_stats(qmodel), run.probe(qmodel, "reshape"))
+    if not run.spec.scale_clip_qat:
+        commit_scale_clip(qmodel)
+    return {"after": after}
 
 
 def stage_qat(run: Run, qmodel: nn.Module) -> None:
