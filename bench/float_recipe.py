@@ -16,7 +16,8 @@ classification, a plain draw of detection and segmentation scenes) and its rows 
 (the preset's trainer.fp.epochs and results_dir replaced). It goes in rounds, the fewest
 epochs first, each round every model's run at that E, --jobs processes of cores / jobs
 threads each (the thread count is in the float cache key, so in the command). A model whose
-rows already show its plateau (below) gets no longer runs: the rule needs none. A command
+rows already show its plateau (below) gets no longer runs: the rule needs none; nor does a
+run that would cost more than about 3 hours of one core at the model's rate so far. A command
 that already has a row (its `command` column, as gdrq-run records it, `trainer.resume=`
 aside) is skipped, and the bench's runs resume from their last epoch's checkpoint
 (bench/accuracy.py passes trainer.resume=true): a stopped run continues where it stopped.
@@ -24,8 +25,12 @@ aside) is skipped, and the bench's runs resume from their last epoch's checkpoin
 `table` prints per float model its curve (epochs, the task's metric on the held-out images
 and on the evaluation split, training minutes) and the recipe chosen on the validation figure
 only (`plateau`): plateau at E, the smallest E whose next longer run E' (the shortest run with
-E' >= 1.5 E) gains less than 0.1 points. The evaluation split's figure is shown for
-information: a recipe chosen on it would be tuned to the images the tables report.
+E' >= 1.5 E) gains less than 0.1 points. Without a plateau, once the next longer run would
+cost more than about 3 hours of one core, the recipe is the longest run that fits, and the
+curve shows how far from its plateau it stops. A run's cost is its epochs times the model's
+seconds per epoch of its fastest run (train_s is wall time, inflated when other processes
+share the cores). The evaluation split's figure is shown for information: a recipe chosen on
+it would be tuned to the images the tables report.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -125,17 +131,17 @@ def run(
 
     failed = []
     for count in sorted(set(map(epochs_of, todo))):
-        settled = plateaus(results_dir)
+        reasons = not_needed(results_dir, count)
         round_ = [
             command
             for command in todo
-            if epochs_of(command) == count and _template(recorded(command)) not in settled
+            if epochs_of(command) == count and _template(recorded(command)) not in reasons
         ]
         for command in todo:
             if epochs_of(command) == count and command not in round_:
-                finding = settled[_template(recorded(command))]
+                reason = reasons[_template(recorded(command))]
                 print(
-                    f"bench/float_recipe.py: {finding}: {recorded(command)} is not needed",
+                    f"bench/float_recipe.py: {reason}: {recorded(command)} is not needed",
                     file=sys.stderr,
                 )
         failed += run_jobs([Job(command) for command in round_], jobs, after_each=progress)
@@ -143,14 +149,20 @@ def run(
         sys.exit("bench/float_recipe.py: runs failed: " + "; ".join(failed))
 
 
-def plateaus(results_dir: Path) -> dict[str, str]:
-    """The curves of results_dir's tables whose plateau is found: template -> the finding."""
-    found = {}
+def not_needed(results_dir: Path, epochs: int) -> dict[str, str]:
+    """Why a curve of results_dir's tables needs no run of `epochs` epochs: template -> its
+    plateau, or the run's cost over about 3 hours of one core."""
+    reasons = {}
     for curve in curves(results_dir):
         at = plateau({point.epochs: point.val for point in curve.points})
+        rate = seconds_per_epoch(curve.points)
         if at is not None:
-            found[curve.template] = f"plateau at {at.at} epochs ({at.longer} gain {at.gain:+.2f})"
-    return found
+            reasons[curve.template] = f"plateau at {at.at} epochs ({at.longer} gain {at.gain:+.2f})"
+        elif over_budget(epochs, rate):
+            reasons[curve.template] = (
+                f"{epochs} epochs would take about {epochs * rate / 3600:.1f} h of one core"
+            )
+    return reasons
 
 
 class Plateau(NamedTuple):
@@ -190,37 +202,58 @@ class Point:
     train_s: float | None
 
 
+def seconds_per_epoch(points: Sequence[Point]) -> float | None:
+    """One core's training seconds per epoch, from the least disturbed timed run: train_s is
+    wall time, which only grows when other processes share the cores or a run is paused, so
+    the smallest train_s / epochs is the closest to the run's own cost. None if none is
+    timed."""
+    return min((p.train_s / p.epochs for p in points if p.train_s), default=None)
+
+
+def over_budget(epochs: int, rate: float | None) -> bool:
+    """Whether `epochs` at `rate` seconds per epoch cost more than about 3 hours of one core
+    (never, while no run of the curve is timed)."""
+    return rate is not None and epochs * rate > BUDGET_S
+
+
 def choice(points: Sequence[Point], metric: str = "top1") -> str:
-    """The recipe chosen on the validation figures (of `metric`) by `plateau`, then a note on
-    runs whose training exceeds about 3 hours of one core."""
+    """The recipe chosen on the validation figures (of `metric`): the plateau by `plateau`;
+    without one, the longest run that fits about 3 hours of one core once the next longer run
+    would not fit (at the curve's `seconds_per_epoch`)."""
     by_epochs = {point.epochs: point for point in points}
     found = plateau({e: point.val for e, point in by_epochs.items()})
-    ordered = sorted(by_epochs)
+    rate = seconds_per_epoch(points)
+    cost = (
+        "" if rate is None else f" One core trains {rate / 60:.1f} min per epoch (the fastest run)."
+    )
     if found is not None:
-        text = (
+        return (
             f"plateau at {found.at} epochs: {found.longer} epochs gain {found.gain:+.2f} points "
-            f"of validation {metric} (< {MIN_GAIN})."
+            f"of validation {metric} (< {MIN_GAIN}).{cost}"
         )
-    elif len(ordered) == 1:
-        text = f"no plateau yet: one run only ({ordered[0]} epochs)."
+    fits = sorted(e for e in by_epochs if not over_budget(e, rate))
+    if not fits:
+        return f"no plateau, and no run fits about 3 hours of one core.{cost}"
+    longest = by_epochs[fits[-1]]
+    if len(fits) == 1:
+        text = f"no plateau yet: one run only ({longest.epochs} epochs)."
     else:
-        last, previous = by_epochs[ordered[-1]], by_epochs[ordered[-2]]
+        previous = by_epochs[fits[-2]]
         text = (
-            f"no plateau yet: the longest run, {last.epochs} epochs, is "
-            f"{last.val - previous.val:+.2f} points over the previous ({previous.epochs} epochs)."
+            f"no plateau yet: the longest run, {longest.epochs} epochs, is "
+            f"{longest.val - previous.val:+.2f} points over the previous "
+            f"({previous.epochs} epochs)."
         )
-    over = [p for p in by_epochs.values() if p.train_s is not None and p.train_s > BUDGET_S]
-    if over:
-        fits = [p for p in by_epochs.values() if p.train_s is not None and p.train_s <= BUDGET_S]
-        longest = max(fits, key=lambda p: p.epochs, default=None)
-        took = ", ".join(f"{p.epochs} epochs {p.train_s / 3600:.1f} h" for p in over)
-        fit = (
-            f"the longest recipe that fits about 3 hours of one core is {longest.epochs} epochs "
-            f"(validation {metric} {longest.val:.2f})"
-            if longest is not None
-            else "no timed run fits about 3 hours of one core"
+    needed = math.ceil(MIN_STEP * longest.epochs)
+    if over_budget(needed, rate):
+        text += (
+            f"{cost} The next longer run ({needed} epochs, about {needed * rate / 3600:.1f} h) "
+            f"would not fit about 3 hours of one core ({BUDGET_S:,} s): the recipe is "
+            f"{longest.epochs} epochs (validation {metric} {longest.val:.2f}), "
+            f"the longest that fits, short of its plateau."
         )
-        text += f" Over about 3 hours of one core ({BUDGET_S:,} s): {took}; {fit}."
+    else:
+        text += cost
     return text
 
 
@@ -299,7 +332,7 @@ def curve_table(curve: Curve) -> str:
         + (f" One held-out image is {100 / curve.val_samples:.3g} points." if top1 else ""),
         "",
         f"| epochs | validation {metric} ({curve.val_samples:,} images) | test {metric} "
-        "(information only) | train min |",
+        "(information only) | train min (wall) |",
         "|---:|---:|---:|---:|",
     ]
     lines += [

@@ -65,10 +65,14 @@ def steps(jobs: int) -> list[Step]:
             "MobileNetV3, DeepLabV3 ResNet-50) trained by its task's trainer for 12, 18, 27, 40 "
             "and 60 epochs. --jobs runs at once (2 on 2 cores: one thread each), in rounds of "
             "one number of epochs, the fewest first; a network whose plateau is found gets no "
-            "longer runs. train min is the float stage's wall time on the shared machine "
-            '("cached": a float model reused from the cache, not timed). The recipe is chosen '
-            "on the validation figure alone: plateau at E, the smallest E whose next longer run "
-            "E' (the shortest with E' >= 1.5 E) gains less than 0.1 points; the evaluation "
+            "longer runs, nor a run that would cost more than about 3 hours of one core. train "
+            "min is the float stage's wall time on the shared machine, slowed when other "
+            'processes share the cores ("cached": a float model reused from the cache, not '
+            "timed); a run's cost is its epochs times the network's minutes per epoch of its "
+            "fastest run. The recipe is chosen on the validation figure alone: plateau at E, the "
+            "smallest E whose next longer run E' (the shortest with E' >= 1.5 E) gains less "
+            "than 0.1 points; without one, once the next longer run would cost more than about "
+            "3 hours of one core, the longest run that fits; the evaluation "
             "split's figure (the images the tables report) is shown for information only. Rows "
             "in bench/results/float_recipe/.",
             (

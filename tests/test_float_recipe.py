@@ -184,7 +184,7 @@ def test_table_shows_each_curve_and_the_recipe_chosen_on_validation(tmp_path: Pa
         _float_row(command(resnet, 18), 92.65, 93.4, 4860.0),  # out of order: sorted
         _float_row(command(resnet, 12), 92.6, 93.0, 3240.0),
         _float_row(command(mobilenet, 8), 91.0, 91.2, 3360.0),
-        _float_row(command(mobilenet, 12), 91.5, 91.9, 11000.0),  # over 3 hours
+        _float_row(command(mobilenet, 12), 91.5, 91.9, 11000.0),  # wall time, slowed by others
         _float_row(command(mobilenet, 8), 91.0, 91.2, 0.0),  # a rerun from the cache
         _float_row(command(resnet, 27).replace("=5000", "=0"), "", 93.5, 7000.0),  # no holdout
         _float_row(command(resnet, 27), 99.0, 99.0, 7000.0, w_bits=4, a_bits=4),  # quantized
@@ -209,7 +209,10 @@ def test_table_shows_each_curve_and_the_recipe_chosen_on_validation(tmp_path: Pa
         detector_text
     )
     assert "held-out image is" not in detector_text
-    assert detector_text.endswith("+4.50 points over the previous (12 epochs).")
+    assert detector_text.endswith(
+        "+4.50 points over the previous (12 epochs). One core trains 0.6 min per epoch (the "
+        "fastest run)."
+    )
     resnet_text = float_recipe.curve_table(curves[0])
     assert resnet_text.startswith(
         "### fashion_mnist, resnet20: float epochs, chosen on 5,000 held-out training images\n\n"
@@ -217,7 +220,8 @@ def test_table_shows_each_curve_and_the_recipe_chosen_on_validation(tmp_path: Pa
         "trainer.fp.epochs=E results_dir=fr`; code abc123. One held-out image is 0.02 points."
     )
     assert (
-        "| epochs | validation top1 (5,000 images) | test top1 (information only) | train min |\n"
+        "| epochs | validation top1 (5,000 images) | test top1 (information only) "
+        "| train min (wall) |\n"
         "|---:|---:|---:|---:|\n"
         "| 8 | 92.00 | 92.50 | 36.0 |\n"
         "| 12 | 92.60 | 93.00 | 54.0 |\n"
@@ -225,26 +229,49 @@ def test_table_shows_each_curve_and_the_recipe_chosen_on_validation(tmp_path: Pa
     ) in resnet_text
     assert resnet_text.endswith(
         "gains less than 0.1 points of validation top1): plateau at 12 epochs: 18 epochs gain "
-        "+0.05 points of validation top1 (< 0.1)."
+        "+0.05 points of validation top1 (< 0.1). One core trains 4.5 min per epoch (the fastest "
+        "run)."
     )
     mobilenet_text = float_recipe.curve_table(curves[1])
     assert "| 8 | 91.00 | 91.20 | 56.0 |\n| 12 | 91.50 | 91.90 | 183.3 |" in mobilenet_text
     assert mobilenet_text.endswith(
         "no plateau yet: the longest run, 12 epochs, is +0.50 points over the previous "
-        "(8 epochs). Over about 3 hours of one core (10,800 s): 12 epochs 3.1 h; the longest "
-        "recipe that fits about 3 hours of one core is 8 epochs (validation top1 91.00)."
+        "(8 epochs). One core trains 7.0 min per epoch (the fastest run)."  # 18 epochs fit
     )
 
 
 def test_choice_of_one_run_and_of_runs_never_timed() -> None:
     point = float_recipe.Point
-    assert float_recipe.choice([point(8, 90.0, 90.0, 100.0)]) == (
+    assert float_recipe.choice([point(8, 90.0, 90.0, None)]) == (
         "no plateau yet: one run only (8 epochs)."
     )
-    over = float_recipe.choice([point(8, 90.0, 90.0, None), point(12, 90.0, 90.1, 20000.0)])
-    assert over.startswith("plateau at 8 epochs: 12 epochs gain +0.00 points")
-    assert over.endswith("12 epochs 5.6 h; no timed run fits about 3 hours of one core.")
+    cached_and_slow = [point(8, 90.0, 90.0, None), point(12, 90.0, 90.1, 20000.0)]
+    assert float_recipe.choice(cached_and_slow) == (
+        "plateau at 8 epochs: 12 epochs gain +0.00 points of validation top1 (< 0.1). "
+        "One core trains 27.8 min per epoch (the fastest run)."
+    )
     assert float_recipe._minutes(None) == "cached"
+
+
+def test_without_a_plateau_the_recipe_is_the_longest_run_whose_next_would_not_fit() -> None:
+    point = float_recipe.Point
+    # 400 s per epoch from the 8-epoch run; 18 epochs (40 min) ran slowed down by others
+    runs = [point(8, 90.0, 90.0, 3200.0), point(12, 90.5, 90.4, 4800.0)]
+    runs += [point(18, 91.0, 91.1, 12000.0), point(27, 91.5, 91.3, 10800.0)]
+    assert float_recipe.seconds_per_epoch(runs) == 400.0
+    assert float_recipe.choice(runs) == (  # 27 x 400 s = 3.0 h fits; 41 x 400 s does not
+        "no plateau yet: the longest run, 27 epochs, is +0.50 points over the previous "
+        "(18 epochs). One core trains 6.7 min per epoch (the fastest run). The next longer run "
+        "(41 epochs, about 4.6 h) would not fit about 3 hours of one core (10,800 s): the "
+        "recipe is 27 epochs (validation top1 91.50), the longest that fits, short of its "
+        "plateau."
+    )
+    # a run over the budget does not count as the longest that fits
+    assert "the recipe is 27 epochs" in float_recipe.choice([*runs, point(41, 92.0, 92.0, None)])
+    assert float_recipe.choice([point(40, 92.0, 92.0, 40 * 400.0)]) == (
+        "no plateau, and no run fits about 3 hours of one core. One core trains 6.7 min per "
+        "epoch (the fastest run)."
+    )
 
 
 def test_table_command_prints_the_curves_and_says_when_there_are_none(
@@ -284,3 +311,27 @@ def test_epochs_argument_and_the_make_results_step() -> None:
     )
     assert recipe.commands[1][1:5] == ("bench/float_recipe.py", "run", "--preset", "bench_shapes")
     assert recipe.commands[-1][1:] == ("bench/float_recipe.py", "table")  # --tables-only's
+
+
+def test_run_makes_no_run_that_would_cost_over_about_3_hours_of_one_core(
+    preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    results_dir = tmp_path / "float_recipe"
+    eight, twelve, *_ = float_recipe.recipe_commands(str(preset), 5000, [8, 12], 2, results_dir)
+    # ResNet-20's 8 epochs took 1,000 s each: 12 epochs would take 3.3 h; MobileNetV2 has none
+    append_row(
+        results_dir / "classification.csv",
+        _float_row(float_recipe.recorded(eight), 91.0, 91.0, 8000.0),
+    )
+    rounds = []
+
+    def run_jobs(jobs, slots, after_each):
+        rounds.append([job.command[-3] for job in jobs])
+        return []
+
+    monkeypatch.setattr(float_recipe, "run_jobs", run_jobs)
+    float_recipe.run(str(preset), 5000, [8, 12], 2, results_dir)
+    assert rounds == [["model=mobilenet_v2_cifar"], ["model=mobilenet_v2_cifar"]]
+    printed = capsys.readouterr().err
+    reason = "12 epochs would take about 3.3 h of one core"
+    assert f"{reason}: {float_recipe.recorded(twelve)} is not needed" in printed
