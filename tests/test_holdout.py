@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -128,6 +129,15 @@ def test_a_run_scores_both_splits_without_training_twice(tmp_path: Path) -> None
     assert shared.returncode == 0, shared.stderr[-2000:]
     row, other = read_rows(tmp_path)
     assert (other["fp_ft"], other["val_fp_ft"]) == (row["fp_ft"], row["val_fp_ft"])
+    # and the float model's two scores and its predictions, which the first run computed
+    assert (other["fp"], other["val_fp"]) == (row["fp"], row["val_fp"])
+    log = shared.stdout + shared.stderr
+    for name in ("fp", "val_fp", "fp_ft", "val_fp_ft"):
+        assert re.search(rf"\] - {name} model: top1 [\d.]+.* \(from .*cache", log), name
+    [entry] = (tmp_path / "cache" / "fp_scores").iterdir()
+    predictions = (Path(other["run_dir"]) / "predictions_fp.json").read_text()
+    assert predictions == (entry / "predictions.json").read_text()
+    assert len(json.loads(predictions)["predicted"]) == 64
     assert (row["eval_samples"], row["val_samples"]) == ("64", "64")  # each split's batch
     metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
     for name in ("fp", "fp_ft", "folded"):  # each model scored on both splits

@@ -17,6 +17,7 @@ from gdrq_bench.run.keys import (
     FINETUNE_RECIPE_KEYS,
     FLOAT_TRAINER_KEYS,
     float_cache_key,
+    float_scores_key,
     run_key,
     spec_hash,
 )
@@ -176,3 +177,20 @@ def test_calibration_settings_split_post_training_runs_only() -> None:
     assert len({ptq[0], ptq_mse[0], _keys()[0]}) == 3
     assert len({ptq[1], ptq_mse[1], _keys()[1]}) == 3
     assert ptq[2] == ptq_mse[2] == _keys()[2]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["bits=w2a4", "method=lsq", "trainer.qat.epochs=9", "seed=3", "trainer.schedule=ptq"],
+)
+def test_the_float_models_scores_are_shared_by_what_acts_after_it(override: str) -> None:
+    assert float_scores_key(_config(override), "abc") == float_scores_key(_config(), "abc")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["dataset.holdout=300", "trainer.max_eval_batches=2", "model=mobilenet_v2_cifar"],
+)
+def test_the_evaluation_set_or_model_splits_the_float_models_scores(override: str) -> None:
+    assert float_scores_key(_config(override), "abc") != float_scores_key(_config(), "abc")
+    assert float_scores_key(_config(), "abd") != float_scores_key(_config(), "abc")  # weights

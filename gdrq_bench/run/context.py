@@ -118,12 +118,17 @@ class Run:
             self.holdout_samples = len(holdout.dataset)
             scored.append((f"{VALIDATION}{name}", holdout, None))
         for key, images, path in scored:
-            metrics = self.task.evaluate(model, images, predictions_path=path)
-            self.metrics[key] = metrics
-            self.logger.log({f"eval/{key}/{metric}": value for metric, value in metrics.items()})
-            shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
-            log.info("%s model: %s", key, ", ".join(f"{k} {v:.4g}" for k, v in shown))
+            self.record_scores(key, self.task.evaluate(model, images, predictions_path=path))
         return self.metrics[name][self.task.metric]
+
+    def record_scores(self, key: str, metrics: dict[str, float], source: str = "") -> None:
+        """Keep one model's scores as `key` (metrics.json, the row), log them and send them to
+        the logger; `source` says where scores not computed here came from (a cache)."""
+        self.metrics[key] = metrics
+        self.logger.log({f"eval/{key}/{metric}": value for metric, value in metrics.items()})
+        shown = list(metrics.items())[:LOGGED_METRICS]  # all of them go to metrics.json
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in shown)
+        log.info("%s model: %s%s", key, scores, f" (from {source})" if source else "")
 
     def probe(self, qmodel: nn.Module, name: str) -> dict[str, dict[str, float]]:
         """Score a copy of `qmodel` as it stands between two stages (trainer.probes), and

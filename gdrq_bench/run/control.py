@@ -15,17 +15,16 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-
-from filelock import FileLock
 
 from gdrq_bench.run.budget import finetune_stages, is_ptq
 from gdrq_bench.run.context import VALIDATION, Run
 from gdrq_bench.run.keys import float_control_key
 from gdrq_bench.run.outcome import FloatModel
+from gdrq_bench.run.shared_cache import cache_lock
+from gdrq_bench.tasks.common import write_json
 from gdrq_bench.training import distributed
 from gdrq_bench.training.checkpoint import capture_rng, restore_rng
 
@@ -42,11 +41,10 @@ def stage_float_control(run: Run, float_model: FloatModel) -> None:
         return
     key = float_control_key(run.cfg, run.spec, float_model.weights_hash)
     cache = Path(run.cfg.cache_dir).expanduser() / CONTROL / f"{key}.json"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{cache}.lock") if distributed.world_size() == 1 else nullcontext():
+    with cache_lock(cache):
         if cache.is_file():
-            run.metrics.update(json.loads(cache.read_text()))
-            log.info("float control reused from %s", cache)
+            for name, metrics in json.loads(cache.read_text()).items():
+                run.record_scores(name, metrics, source=str(cache))
             return
         with _random_state_kept():
             control = copy.deepcopy(float_model.model)
@@ -55,9 +53,7 @@ def stage_float_control(run: Run, float_model: FloatModel) -> None:
             run.evaluate(control, CONTROL)
         if distributed.is_main():  # its scores, on the held-out images too (dataset.holdout)
             keys = [key for key in (CONTROL, f"{VALIDATION}{CONTROL}") if key in run.metrics]
-            partial = cache.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(json.dumps({key: run.metrics[key] for key in keys}))
-            os.replace(partial, cache)
+            write_json(cache, {key: run.metrics[key] for key in keys})
 
 
 @contextmanager

@@ -6,17 +6,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from torch import nn
 
 from gdrq_bench.config.errors import ConfigError, DataError
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.keys import float_cache_key
 from gdrq_bench.run.outcome import FloatModel
+from gdrq_bench.run.shared_cache import cache_lock
 from gdrq_bench.training import distributed
 
 log = logging.getLogger(__name__)
@@ -48,11 +47,7 @@ def _float_weights(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     if cfg.model.pretrained and run.task.pretrained_complete:
         return model, "pretrained"
     cache = Path(cfg.cache_dir).expanduser() / "fp" / f"{float_cache_key(cfg)}.pt"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    # Parallel jobs of a sweep wait here while the first one trains the shared float model.
-    # The processes of one distributed run train it together, so they take no lock.
-    lock = FileLock(f"{cache}.lock") if distributed.world_size() == 1 else nullcontext()
-    with lock:
+    with cache_lock(cache):
         if cache.is_file():
             model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
             log.info("float model reused from %s", cache)

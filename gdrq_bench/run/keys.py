@@ -175,7 +175,31 @@ def float_control_key(cfg: DictConfig, spec: QuantSpec, fp_hash: str) -> str:
         "recipe": {key: _plain_value(cfg.trainer[key]) for key in FINETUNE_RECIPE_KEYS},
         "stages": finetune_stages(spec),
         "seed": cfg.seed,
-        "counts": [torch.get_num_threads(), distributed.world_size()],
-        "evaluation": [_plain(cfg.dataset), _plain(cfg.task), cfg.trainer.max_eval_batches],
+        "counts": _counts(),
+        "evaluation": _evaluation(cfg),
     }
     return _digest(parts)
+
+
+def float_scores_key(cfg: DictConfig, fp_hash: str) -> str:
+    """What the float model's scores depend on: its weights, the model, the thread and process
+    counts, and what it is evaluated on; the runs of a grid that share a float model share
+    them."""
+    parts = {
+        "float_model": fp_hash,
+        "model": _plain(cfg.model),
+        "counts": _counts(),
+        "evaluation": _evaluation(cfg),
+    }
+    return _digest(parts)
+
+
+def _counts() -> list[int]:
+    """The thread and process counts in effect: the thread count changes CPU rounding."""
+    return [torch.get_num_threads(), distributed.world_size()]
+
+
+def _evaluation(cfg: DictConfig) -> list[Any]:
+    """What a model is scored on: the data set (its held-out split included), the task and
+    the cap on evaluation batches."""
+    return [_plain(cfg.dataset), _plain(cfg.task), cfg.trainer.max_eval_batches]

@@ -13,6 +13,7 @@ from gdrq_bench.reporting import provenance
 from gdrq_bench.reporting.run_logger import RunLogger, start_logger
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.control import stage_float_control
+from gdrq_bench.run.float_scores import score_float_model
 from gdrq_bench.run.fp import stage_fp
 from gdrq_bench.run.keys import run_key
 from gdrq_bench.run.outcome import QuantizedResult
@@ -49,7 +50,7 @@ def _run_stages(setup: RunSetup, command: str, run_dir: Path) -> dict[str, Any] 
     try:
         float_model = stage_fp(run, setup.model.to(device))
         float_baseline = spec.w_bits == spec.a_bits == FLOAT_BITS  # nothing to quantize
-        run.evaluate(float_model.model, "fp", final=float_baseline)
+        score_float_model(run, float_model, final=float_baseline)
         distributed.barrier()
         if not float_baseline:
             stage_float_control(run, float_model)
