@@ -23,3 +23,17 @@ def reference_ql(x, alpha, bits: int, p: float = 2.0) -> float:
     x = np.asarray(x, dtype=np.float64)
     error = (x - reference_quantize(x, bits, alpha)).ravel()
     return float(np.linalg.norm(error, p) / np.linalg.norm(x.ravel(), p))
+
+
+def reference_mse_clip(values: np.ndarray, bits: int, unsigned: bool, points: int) -> float:
+    """The clip among max|v| * k / points (k = 1..points) with the least mean squared rounding
+    error on the values, in float64 (the first of equal ones)."""
+    magnitudes = np.abs(np.asarray(values, dtype=np.float64))
+    best, best_error = 0.0, np.inf
+    for k in range(1, points + 1):
+        alpha = magnitudes.max() * k / points
+        rounded = reference_quantize(magnitudes, bits, alpha, signed=not unsigned)
+        error = np.mean((rounded - magnitudes) ** 2)
+        if error < best_error:
+            best, best_error = alpha, error
+    return best

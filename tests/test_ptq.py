@@ -12,6 +12,7 @@ import pytest
 import torch
 from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
+from quant_reference import reference_mse_clip
 from torch import nn
 
 from gdrq_bench.config import CONFIG_DIR
@@ -33,20 +34,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def _numpy_mse_clip(values: np.ndarray, bits: int, unsigned: bool, points: int) -> float:
-    """The grid search of mse_clip, written apart in numpy (float64)."""
-    top = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
-    best, best_error = 0.0, np.inf
-    for k in range(1, points + 1):
-        alpha = values.max() * k / points
-        step = alpha / top
-        rounded = np.round(np.clip(values / step, 0, top)) * step
-        error = np.mean((rounded - values) ** 2)
-        if error < best_error:
-            best, best_error = alpha, error
-    return best
-
-
 @pytest.mark.parametrize("percentile", [50.0, 99.0, 99.99, 100.0])
 def test_percentile_clip_is_numpys_percentile(percentile: float) -> None:
     values = np.random.default_rng(0).standard_normal(10_001) ** 2
@@ -58,7 +45,7 @@ def test_percentile_clip_is_numpys_percentile(percentile: float) -> None:
 def test_mse_clip_is_the_numpy_grid_search_optimum(bits: int, unsigned: bool) -> None:
     values = np.abs(np.random.default_rng(bits).standard_t(3, 20_000))
     clip = mse_clip(torch.from_numpy(values), bits, unsigned, points=64)
-    assert clip == pytest.approx(_numpy_mse_clip(values, bits, unsigned, 64), rel=1e-5)
+    assert clip == pytest.approx(reference_mse_clip(values, bits, unsigned, 64), rel=1e-5)
     assert clip < values.max()  # heavy tails: the optimum clips some values
 
 

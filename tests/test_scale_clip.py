@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from quant_reference import reference_quantize
+from quant_reference import reference_mse_clip, reference_quantize
 
 from gdrq_bench.quant import CLIP, QUANT
 from gdrq_bench.quant.act_quant import ScaleClipAct
@@ -112,6 +112,26 @@ def test_activation_clip_is_frozen_in_eval_mode():
         assert out.max().item() == pytest.approx(4.0 * frozen.item())
     quantizer.train()(others[0])
     assert not torch.equal(quantizer.running_stat, frozen)
+
+
+@pytest.mark.parametrize(("signed", "shape"), [(False, (4, 3, 5, 5)), (True, (64, 16, 8, 8))])
+def test_the_mse_statistic_is_each_batchs_least_squared_error_clip(signed, shape):
+    """act_stat=mse: the batch's clip whose rounding errs least, over an even stride of at
+    most 4,096 of its values (all of a small batch), EMA-averaged like the other statistics."""
+    momentum, bits = 0.5, 3
+    quantizer = ScaleClipAct(bits, 1.0, momentum, "mse").train()
+    torch.manual_seed(2)
+    running = None
+    for scale in (1.0, 2.0):
+        batch = torch.distributions.StudentT(3.0).sample(shape) * scale  # heavy tails
+        batch = batch if signed else batch.abs()
+        values = batch.flatten().numpy()[:: max(1, batch.numel() // 4096)]
+        clip = reference_mse_clip(values, bits, unsigned=not signed, points=64)
+        running = clip if running is None else (1 - momentum) * running + momentum * clip
+        quantizer(batch)
+        assert quantizer.signed == signed
+        assert quantizer.running_stat.item() == pytest.approx(running, rel=1e-5)
+        assert clip < np.abs(batch.numpy()).max()  # the outliers are clipped off
 
 
 @pytest.mark.parametrize("signed", [False, True])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gdrq_bench.quant.act_ranges import batch_mse_clip
 from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.quant.fake_quant import (
     MIN_ALPHA,
@@ -100,6 +101,8 @@ class RunningStatClip(ActQuantizer):
 
     def _batch_stat(self, x: Tensor) -> Tensor:
         x = x.detach()
+        if self.statistic == "mse":
+            return torch.tensor(batch_mse_clip(x, self.bits, unsigned=not self.signed))
         if self.statistic == "max_abs":
             # max |x| from one aminmax pass: |x| is exact, so max(-min, max) is its maximum
             low, high = torch.aminmax(x)
@@ -125,8 +128,8 @@ class RunningStatClip(ActQuantizer):
 
 
 class ScaleClipAct(RunningStatClip):
-    """Scale-Clip: alpha = k_a * EMA(s(a)), s = mean |a| (or max |a|: `act_stat`); clips in
-    the reshape phase too."""
+    """Scale-Clip: alpha = k_a * EMA(s(a)), s = mean |a| (or max |a|, or the batch's MSE
+    clip: `act_stat`); clips in the reshape phase too."""
 
     def __init__(self, bits: int, k_a: float, momentum: float, stat: str) -> None:
         super().__init__(bits, stat, k_a, momentum)

@@ -20,6 +20,8 @@ from gdrq_bench.quant.fake_quant import MIN_ALPHA, level_range
 
 RANGE_RULES = ("max", "percentile", "mse")
 SAMPLE_LIMIT = 1 << 19  # values kept per layer over all calibration batches (2 MiB)
+BATCH_SAMPLE = 1 << 12  # values of one training batch its MSE clip is found on
+MSE_POINTS = 64  # candidate clips, fractions of the sample's max |a|
 MSE_CHUNK = 8  # candidate clips scored per pass over the sample (memory: 8 x the sample)
 
 
@@ -85,3 +87,13 @@ def mse_clip(magnitudes: Tensor, bits: int, unsigned: bool, points: int) -> floa
         rounded = torch.round(torch.clamp(values[None] / steps, 0, top)).mul_(steps)
         errors.append(rounded.sub_(values[None]).square_().double().mean(dim=1))
     return float(candidates[int(torch.argmin(torch.cat(errors)))])
+
+
+def batch_mse_clip(x: Tensor, bits: int, unsigned: bool) -> float:
+    """The MSE clip (`mse_clip`, MSE_POINTS candidates) of one batch's values, found on an
+    even stride of at most BATCH_SAMPLE of them: a training-time clip statistic
+    (method.act_stat=mse) that costs a few hundred thousand operations per step and draws no
+    random numbers, so training's random stream is the same whatever the statistic."""
+    values = x.detach().flatten()
+    stride = max(1, values.numel() // BATCH_SAMPLE)
+    return max(mse_clip(values[::stride].abs(), bits, unsigned, MSE_POINTS), MIN_ALPHA)

@@ -51,7 +51,7 @@ class QuantSpec:
     k_w: float = 3.0
     k_a: float = 1.0
     weight_stat: str = "mean_abs"
-    act_stat: str = "max_abs"  # Scale-Clip's activation statistic: mean_abs or max_abs
+    act_stat: str = "max_abs"  # Scale-Clip's activation statistic: mean_abs, max_abs or mse
     act_momentum: float = 0.1
     first_last_bits: int | str = EDGE_BITS  # "fp", 8 or "same"
     skip: list[str] = field(default_factory=list)  # fnmatch patterns of module names
