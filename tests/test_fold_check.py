@@ -49,3 +49,30 @@ def test_a_fold_beyond_the_tolerance_fails_the_run_and_keeps_the_training(
     kept = torch.load(run_dir / "quantized_model.pt")  # a state_dict: tensors only
     assert kept["layer2.0.conv1.weight"].shape == (32, 16, 3, 3)
     assert sum(name.endswith("conv1.weight") for name in kept) == 10  # the stem and 9 blocks
+
+
+COUNTED_FOLD_CHECK = """
+import sys
+
+import gdrq_bench.run.stages as stages
+
+original = stages.verify_fold
+
+
+def counted(qmodel, folded, batches):
+    print("fold check inputs:", [len(inputs) for inputs in batches], file=sys.stderr)
+    return original(qmodel, folded, batches)
+
+
+stages.verify_fold = counted
+"""
+
+
+@pytest.mark.slow
+def test_the_fold_check_runs_on_the_first_256_inputs_of_a_larger_batch(tmp_path: Path) -> None:
+    modules = {"sitecustomize.py": COUNTED_FOLD_CHECK}
+    result = gdrq_run_with_modules(tmp_path, modules, "trainer.eval_batch_size=300")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fold check inputs: [256]" in result.stderr  # the smoke trainer's one batch of 300
+    (row,) = read_rows(tmp_path)
+    assert float(row["fold_err"]) <= 1e-6
