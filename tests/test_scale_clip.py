@@ -116,8 +116,9 @@ def test_activation_clip_is_frozen_in_eval_mode():
 
 @pytest.mark.parametrize(("signed", "shape"), [(False, (4, 3, 5, 5)), (True, (64, 16, 8, 8))])
 def test_the_mse_statistic_is_each_batchs_least_squared_error_clip(signed, shape):
-    """act_stat=mse: the batch's clip whose rounding errs least, over an even stride of at
-    most 4,096 of its values (all of a small batch), EMA-averaged like the other statistics."""
+    """act_stat=mse: the batch's clip whose rounding errs least (found here in numpy), over
+    4,096 values drawn by a generator seeded with the batch's size (all of a small batch),
+    EMA-averaged like the other statistics; no global random number is drawn."""
     momentum, bits = 0.5, 3
     quantizer = ScaleClipAct(bits, 1.0, momentum, "mse").train()
     torch.manual_seed(2)
@@ -125,13 +126,28 @@ def test_the_mse_statistic_is_each_batchs_least_squared_error_clip(signed, shape
     for scale in (1.0, 2.0):
         batch = torch.distributions.StudentT(3.0).sample(shape) * scale  # heavy tails
         batch = batch if signed else batch.abs()
-        values = batch.flatten().numpy()[:: max(1, batch.numel() // 4096)]
-        clip = reference_mse_clip(values, bits, unsigned=not signed, points=64)
+        values = batch.flatten()
+        if values.numel() > 4096:
+            generator = torch.Generator().manual_seed(values.numel())
+            values = values[torch.randint(values.numel(), (4096,), generator=generator)]
+        clip = reference_mse_clip(values.numpy(), bits, unsigned=not signed, points=64)
         running = clip if running is None else (1 - momentum) * running + momentum * clip
+        state = torch.get_rng_state()
         quantizer(batch)
+        assert torch.equal(torch.get_rng_state(), state)
         assert quantizer.signed == signed
         assert quantizer.running_stat.item() == pytest.approx(running, rel=1e-5)
         assert clip < np.abs(batch.numpy()).max()  # the outliers are clipped off
+
+
+def test_the_mse_statistic_sees_the_whole_image_not_its_border():
+    """Zero-padded images: an even stride through the NCHW values (here every 512th of 32x32
+    planes) would see only border pixels and clip at nothing."""
+    batch = torch.zeros(128, 16, 32, 32)
+    batch[:, :, 2:30, 2:30] = torch.rand(128, 16, 28, 28)
+    quantizer = ScaleClipAct(4, 1.0, 1.0, "mse").train()
+    quantizer(batch)
+    assert quantizer.running_stat.item() > 0.5
 
 
 @pytest.mark.parametrize("signed", [False, True])

@@ -90,10 +90,15 @@ def mse_clip(magnitudes: Tensor, bits: int, unsigned: bool, points: int) -> floa
 
 
 def batch_mse_clip(x: Tensor, bits: int, unsigned: bool) -> float:
-    """The MSE clip (`mse_clip`, MSE_POINTS candidates) of one batch's values, found on an
-    even stride of at most BATCH_SAMPLE of them: a training-time clip statistic
-    (method.act_stat=mse) that costs a few hundred thousand operations per step and draws no
-    random numbers, so training's random stream is the same whatever the statistic."""
+    """The MSE clip (`mse_clip`, MSE_POINTS candidates) of one batch's values, found on at
+    most BATCH_SAMPLE of them: a training-time clip statistic (method.act_stat=mse) that costs
+    a few hundred thousand operations per step. The sample is drawn by a generator of its own,
+    seeded by the batch's size, so training's random stream is the same whatever the
+    statistic; it is drawn, not strided, because an even stride through an NCHW tensor whose
+    plane is a multiple of it visits the same few pixels of every plane (the image border)."""
     values = x.detach().flatten()
-    stride = max(1, values.numel() // BATCH_SAMPLE)
-    return max(mse_clip(values[::stride].abs(), bits, unsigned, MSE_POINTS), MIN_ALPHA)
+    if values.numel() > BATCH_SAMPLE:
+        generator = torch.Generator().manual_seed(values.numel())
+        picked = torch.randint(values.numel(), (BATCH_SAMPLE,), generator=generator)
+        values = values[picked.to(values.device)]
+    return max(mse_clip(values.abs(), bits, unsigned, MSE_POINTS), MIN_ALPHA)
