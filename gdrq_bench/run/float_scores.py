@@ -6,7 +6,6 @@ directory as if computed there."""
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from gdrq_bench.run.outcome import FloatModel
 from gdrq_bench.run.shared_cache import cache_lock
 from gdrq_bench.tasks.common import write_json
 from gdrq_bench.training import distributed
-
-log = logging.getLogger(__name__)
 
 FLOAT = "fp"  # its name in metrics.json and the row
 CACHE = "fp_scores"  # the cache folder's name
