@@ -9,10 +9,14 @@ import pytest
 import torch
 from cli_runner import error_lines, gdrq_run_with_modules, read_rows
 
+# a sitecustomize that breaks the fold of one layer and prints how many inputs the check saw
 BROKEN_FOLD = """
-import gdrq_bench.quant.fold as fold
+import sys
 
-original = fold.fold_layer
+import gdrq_bench.quant.fold as fold
+import gdrq_bench.run.stages as stages
+
+original, checked = fold.fold_layer, stages.verify_fold
 
 
 def broken(layer, bn):
@@ -22,7 +26,12 @@ def broken(layer, bn):
     return folded
 
 
-fold.fold_layer = broken
+def counted(qmodel, folded, batches):
+    print("fold check inputs:", [len(inputs) for inputs in batches], file=sys.stderr)
+    return checked(qmodel, folded, batches)
+
+
+fold.fold_layer, stages.verify_fold = broken, counted
 """
 
 
@@ -33,9 +42,12 @@ def test_a_fold_beyond_the_tolerance_fails_the_run_and_keeps_the_training(
     """A fold broken on purpose (one multiplier 0.1% off, from a sitecustomize the run imports
     at start-up): the run exits non-zero with one line naming the layer, its row is written
     marked failed=fold with the error measured, the trained quantized model is kept, and no
-    export is made of the broken fold."""
-    result = gdrq_run_with_modules(tmp_path, {"sitecustomize.py": BROKEN_FOLD}, "export=exact")
+    export is made of the broken fold. The check ran on the first 256 inputs of the smoke
+    trainer's one evaluation batch of 300."""
+    modules = {"sitecustomize.py": BROKEN_FOLD}
+    result = gdrq_run_with_modules(tmp_path, modules, "export=exact", "trainer.eval_batch_size=300")
     assert result.returncode != 0
+    assert "fold check inputs: [256]" in result.stderr
     (line,) = error_lines(result)
     assert "fold check failed: max relative difference " in line
     assert "> trainer.fold_tolerance=1e-06; first differing layer layer2.0.conv1 " in line
@@ -49,30 +61,3 @@ def test_a_fold_beyond_the_tolerance_fails_the_run_and_keeps_the_training(
     kept = torch.load(run_dir / "quantized_model.pt")  # a state_dict: tensors only
     assert kept["layer2.0.conv1.weight"].shape == (32, 16, 3, 3)
     assert sum(name.endswith("conv1.weight") for name in kept) == 10  # the stem and 9 blocks
-
-
-COUNTED_FOLD_CHECK = """
-import sys
-
-import gdrq_bench.run.stages as stages
-
-original = stages.verify_fold
-
-
-def counted(qmodel, folded, batches):
-    print("fold check inputs:", [len(inputs) for inputs in batches], file=sys.stderr)
-    return original(qmodel, folded, batches)
-
-
-stages.verify_fold = counted
-"""
-
-
-@pytest.mark.slow
-def test_the_fold_check_runs_on_the_first_256_inputs_of_a_larger_batch(tmp_path: Path) -> None:
-    modules = {"sitecustomize.py": COUNTED_FOLD_CHECK}
-    result = gdrq_run_with_modules(tmp_path, modules, "trainer.eval_batch_size=300")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "fold check inputs: [256]" in result.stderr  # the smoke trainer's one batch of 300
-    (row,) = read_rows(tmp_path)
-    assert float(row["fold_err"]) <= 1e-6
