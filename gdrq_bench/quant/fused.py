@@ -7,9 +7,9 @@ The eager form of fake_quant._FixedClipQuantize makes six passes over its input 
 step. The kernels do each direction in one pass of the same operations in the same order, so
 values and gradients are the eager ones bit for bit (tests/test_fused.py).
 
-They are compiled once per machine by torch.utils.cpp_extension (a C++ compiler and ninja,
-about half a minute) into torch's extension cache (TORCH_EXTENSIONS_DIR, by default
-~/.cache/torch_extensions); where that fails, one warning says why and the eager form runs.
+They are compiled once per machine and checkout by torch.utils.cpp_extension (a C++ compiler
+and ninja, about half a minute) into torch's extension cache (TORCH_EXTENSIONS_DIR, by
+default ~/.cache/torch_extensions); where that fails, one warning says why and the eager form runs.
 They serve CPU tensors of float32 or float64 whose step is one value or one per output filter;
 anything else (CUDA tensors included) runs the eager form. `use_fused_kernels(False)` (gdrq-run:
 trainer.fused_kernels=false) turns them off.
@@ -17,6 +17,7 @@ trainer.fused_kernels=false) turns them off.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import warnings
@@ -36,7 +37,11 @@ CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2"],
 }
 CAPABILITY = torch.backends.cpu.get_cpu_capability()
-NAME = f"gdrq_fixed_clip_quantize_{CAPABILITY.lower()}"
+# One build per checkout too: torch runs the build (ninja) under a lock at every first use in
+# a process, and a build file naming another checkout's source rebuilds it, so two checkouts
+# sharing one build folder would rebuild it at each switch and wait on each other.
+CHECKOUT = hashlib.sha1(str(SOURCE).encode()).hexdigest()[:8]
+NAME = f"gdrq_fixed_clip_quantize_{CAPABILITY.lower()}_{CHECKOUT}"
 
 _enabled = True
 _built: ModuleType | None = None
