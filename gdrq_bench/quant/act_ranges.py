@@ -45,10 +45,7 @@ class ActivationSample:
         self.negative = self.negative or bool(low < 0)
         if not self.per_batch:
             return
-        if x.numel() > self.per_batch:  # drawn with replacement: a permutation cost 4x more
-            picked = torch.randint(x.numel(), (self.per_batch,), generator=self.generator)
-            x = x[picked.to(x.device)]
-        self.values.append(x.abs().cpu())
+        self.values.append(drawn(x, self.per_batch, self.generator).abs().cpu())
 
     def clip(self, rule: str, bits: int, percentile: float, points: int) -> float:
         """The clip `rule` gives these values at `bits` (see the module docstring)."""
@@ -97,8 +94,14 @@ def batch_mse_clip(x: Tensor, bits: int, unsigned: bool) -> float:
     statistic; it is drawn, not strided, because an even stride through an NCHW tensor whose
     plane is a multiple of it visits the same few pixels of every plane (the image border)."""
     values = x.detach().flatten()
-    if values.numel() > BATCH_SAMPLE:
-        generator = torch.Generator().manual_seed(values.numel())
-        picked = torch.randint(values.numel(), (BATCH_SAMPLE,), generator=generator)
-        values = values[picked.to(values.device)]
+    values = drawn(values, BATCH_SAMPLE, torch.Generator().manual_seed(values.numel()))
     return max(mse_clip(values.abs(), bits, unsigned, MSE_POINTS), MIN_ALPHA)
+
+
+def drawn(values: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """The flat `values`, or `count` of them drawn by `generator` where there are more (with
+    replacement: a permutation cost 4x more)."""
+    if values.numel() <= count:
+        return values
+    picked = torch.randint(values.numel(), (count,), generator=generator)
+    return values[picked.to(values.device)]
