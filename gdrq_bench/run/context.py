@@ -121,6 +121,12 @@ class Run:
             self.record_scores(key, self.task.evaluate(model, images, predictions_path=path))
         return self.metrics[name][self.task.metric]
 
+    def scores_of(self, name: str) -> dict[str, dict[str, float]]:
+        """The scores of model `name` and, where held-out images were scored too, of
+        val_<name>: what a cache of its scores keeps."""
+        keys = (name, f"{VALIDATION}{name}")
+        return {key: self.metrics[key] for key in keys if key in self.metrics}
+
     def record_scores(self, key: str, metrics: dict[str, float], source: str = "") -> None:
         """Keep one model's scores as `key` (metrics.json, the row), log them and send them to
         the logger; `source` says where scores not computed here came from (a cache)."""

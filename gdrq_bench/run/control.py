@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gdrq_bench.run.budget import finetune_stages, is_ptq
-from gdrq_bench.run.context import VALIDATION, Run
+from gdrq_bench.run.context import Run
 from gdrq_bench.run.keys import float_control_key
 from gdrq_bench.run.outcome import FloatModel
 from gdrq_bench.run.shared_cache import cache_lock
@@ -52,8 +52,7 @@ def stage_float_control(run: Run, float_model: FloatModel) -> None:
                 run.train(control, stage, name=f"{CONTROL}_{stage}")
             run.evaluate(control, CONTROL)
         if distributed.is_main():  # its scores, on the held-out images too (dataset.holdout)
-            keys = [key for key in (CONTROL, f"{VALIDATION}{CONTROL}") if key in run.metrics]
-            write_json(cache, {key: run.metrics[key] for key in keys})
+            write_json(cache, run.scores_of(CONTROL))
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from gdrq_bench.run.context import VALIDATION, Run
+from gdrq_bench.run.context import Run
 from gdrq_bench.run.keys import float_scores_key
 from gdrq_bench.run.outcome import FloatModel
 from gdrq_bench.run.shared_cache import cache_lock
@@ -41,9 +41,8 @@ def score_float_model(run: Run, float_model: FloatModel, final: bool) -> None:
         if distributed.is_main():
             if predictions.is_file():  # tasks that write per-image predictions
                 shutil.copyfile(predictions, entry / PREDICTIONS)
-            names = [name for name in (FLOAT, f"{VALIDATION}{FLOAT}") if name in run.metrics]
             saved = {
-                "metrics": {name: run.metrics[name] for name in names},
+                "metrics": run.scores_of(FLOAT),
                 "eval_samples": run.eval_samples,
                 "holdout_samples": run.holdout_samples,
             }

@@ -121,10 +121,9 @@ def float_cache_key(cfg: DictConfig) -> str:
         "fp": _plain(trainer.fp),
         "train": [
             *(trainer[key] for key in FLOAT_TRAINER_KEYS),
-            # the thread count in effect changes CPU rounding, so the trained weights; the
-            # process count the batches (batch_size is per process)
-            torch.get_num_threads(),
-            distributed.world_size(),
+            # the thread count changes the trained weights; the process count the batches
+            # (batch_size is per process)
+            *_counts(),
         ],
         "seed": cfg.fp_seed,
     }
