@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from gdrq_bench.config import CONFIG_DIR
-from gdrq_bench.run.budget import finetune_epochs, stage_epochs
+from gdrq_bench.run.budget import finetune_epochs, finetune_stages, stage_epochs
 from gdrq_bench.run.fp import weights_hash
 from gdrq_bench.run.keys import float_cache_key
 from gdrq_bench.run.spec import build_spec
@@ -41,6 +41,26 @@ def test_every_method_fine_tunes_the_same_epochs(method, equal, reshape, qat):
     trained_reshape = stage_epochs(cfg, spec, "reshape") if reshape else 0
     assert (trained_reshape, stage_epochs(cfg, spec, "qat")) == (reshape, qat)
     assert finetune_epochs(cfg, spec) == reshape + qat
+
+
+@pytest.mark.parametrize(
+    ("overrides", "stages", "qat"),
+    [
+        ((), ["reshape", "qat"], 4),
+        (("method.scale_clip_8bit=false",), ["qat"], 6),
+        (("method.scale_clip_8bit=false", "bits=w4a8"), ["reshape", "qat"], 4),
+    ],
+)
+def test_without_scale_clip_8bit_an_8bit_run_spends_its_reshape_epochs_in_qat(
+    overrides, stages, qat
+):
+    """At W8A8 with method.scale_clip_8bit=false no layer is reshaped: no reshape stage, its
+    epochs go to QAT, as for a method without Scale-Clip (W4A8 still reshapes)."""
+    cfg = _config("method=gdrq", "bits='8'", *overrides)
+    spec = build_spec(cfg)
+    assert finetune_stages(spec) == stages
+    assert stage_epochs(cfg, spec, "qat") == qat
+    assert finetune_epochs(cfg, spec) == 6
 
 
 def test_a_float_run_fine_tunes_nothing():

@@ -223,6 +223,25 @@ def test_edge_layers_at_their_own_bits_are_not_scale_clipped(method, edge_alpha)
     assert all(_scale_clip_k(layer.weight_quantizer) == 3.0 for _, layer in same)
 
 
+@pytest.mark.parametrize(
+    ("bits", "scale_clip_8bit", "reshaped"),
+    [((8, 8), True, True), ((8, 8), False, False), ((4, 8), False, True)],
+)
+def test_8bit_layers_take_the_edge_quantizers_without_scale_clip_8bit(
+    bits, scale_clip_8bit, reshaped
+):
+    """method.scale_clip_8bit=false: a layer whose weights and activations are both at 8 bits
+    is quantized as the 8-bit first and last layers are (gdrq: groups_only's quantizers, no
+    Scale-Clip); a layer with 4-bit weights keeps Scale-Clip."""
+    from gdrq_bench.quant.act_quant import MinMaxAct, ScaleClipAct
+
+    spec = _spec("gdrq", w_bits=bits[0], a_bits=bits[1], scale_clip_8bit=scale_clip_8bit)
+    _, middle, _ = (layer for _, layer in quantized_layers(quantize_model(_tiny_model(), spec)))
+    assert (middle.weight_quantizer.scale_clip is not None) == reshaped
+    assert isinstance(middle.input_quantizer, ScaleClipAct if reshaped else MinMaxAct)
+    assert middle.weight_quantizer.clip.name == "search"  # the groups and search stay
+
+
 def _batch_stat_before_issue_19(self, x: torch.Tensor) -> torch.Tensor:
     """RunningStatClip's batch statistic as it was: max |x| from a min pass and a max pass."""
     x = x.detach()
@@ -307,6 +326,7 @@ OTHER_KNOB_VALUES = {
     "clip_style": "clamp",
     "scale_clip_qat": True,
     "skip": ["3"],
+    "scale_clip_8bit": False,
 }
 
 

@@ -117,6 +117,7 @@ SPEC_KEYS = {
     "clip_style": "method.clip_style",
     "scale_clip_qat": "method.scale_clip_qat",
     "skip": "method.skip",
+    "scale_clip_8bit": "method.scale_clip_8bit",
 }
 
 

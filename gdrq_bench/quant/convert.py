@@ -103,7 +103,8 @@ def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None =
 
     Layers outside `scope` or matching a `spec.skip` pattern stay float. The first quantized
     layer in registration order and the scope's output layers (default: the last layer)
-    follow `spec.first_last_bits`.
+    follow `spec.first_last_bits`. A layer that Scale-Clip does not reshape at its bits
+    (spec.scale_clips) takes the method's edge quantizers, as 8-bit first and last layers do.
     """
     plan = layer_plan(model, spec, scope)
     method = get_method(spec.method)
@@ -116,7 +117,10 @@ def quantize_model(model: nn.Module, spec: QuantSpec, scope: QuantScope | None =
         if w_bits == FLOAT_BITS and a_bits == FLOAT_BITS:
             continue
         layer = qmodel.get_submodule(name)
-        layer_method = edge_method(spec.method) if own_edge_bits and edge else method
+        reshaped = spec.scale_clips(w_bits, a_bits)
+        layer_method = (
+            edge_method(spec.method) if (own_edge_bits and edge) or not reshaped else method
+        )
         out_channels = layer.weight.shape[0]
         groups = spec.layer_groups(out_channels) if layer_method.grouped else 1
         weight_quantizer = layer_method.weight(spec, w_bits, out_channels, groups)

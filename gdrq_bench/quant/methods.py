@@ -52,6 +52,7 @@ GROUP_KNOBS = frozenset(
 )
 SCALE_CLIP_KNOBS = frozenset(
     {"k_w", "k_a", "weight_stat", "act_stat", "clip_style", "scale_clip_qat", "act_momentum"}
+    | {"scale_clip_8bit"}
 )
 RUNNING_CLIP_KNOBS = frozenset({"act_momentum"})
 

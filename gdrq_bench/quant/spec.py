@@ -63,6 +63,9 @@ class QuantSpec:
     # Scale-Clip of the weights stays on in QAT (a second clip before the group clip); False
     # writes it into the weights after the reshape stage (commit_scale_clip)
     scale_clip_qat: bool = False
+    # Scale-Clip reshapes 8-bit layers too (weights and activations both at >= 8 bits); False
+    # gives them the method's edge quantizers, as the 8-bit first and last layers get
+    scale_clip_8bit: bool = True
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "w_bits")
@@ -92,6 +95,12 @@ class QuantSpec:
         if str(self.first_last_bits) == "fp":
             return FLOAT_BITS, FLOAT_BITS
         return EDGE_BITS, EDGE_BITS
+
+    def scale_clips(self, w_bits: int, a_bits: int) -> bool:
+        """Whether Scale-Clip (of a method that has it) reshapes a layer at these bits: every
+        layer below 8 bits, a layer at 8 bits or more (weights and activations) only with
+        scale_clip_8bit. 8-bit rounding loses little; the clip can cost more than it saves."""
+        return self.scale_clip_8bit or min(w_bits, a_bits) < EDGE_BITS
 
     def layer_groups(self, out_channels: int) -> int:
         """The group count for a layer with `out_channels` filters. A layer with fewer filters

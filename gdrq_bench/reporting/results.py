@@ -63,9 +63,12 @@ KNOB_COLUMNS = {"alpha": "alpha_mode"}
 # every knob of the spec as its own column (the first ones were in the table before), then a
 # hash of the effective spec and the fine-tuning recipe (run/keys.py: spec_hash)
 SPEC_COLUMNS = [KNOB_COLUMNS.get(name, name) for name in SPEC_KEYS]
+# the knobs up to `skip` were in the spec when its columns came; later ones go at the end (a
+# table's columns only grow at the end)
+FIRST_SPEC_COLUMNS = SPEC_COLUMNS[: SPEC_COLUMNS.index("skip") + 1]
 COLUMNS = [
     *ROW_COLUMNS,
-    *(column for column in SPEC_COLUMNS if column not in ROW_COLUMNS),
+    *(column for column in FIRST_SPEC_COLUMNS if column not in ROW_COLUMNS),
     "spec_hash",
     "fp_ft",  # the equal-budget float control's score (run/control.py); empty: not run
     "drop_ft",  # fp_ft - folded: the quantization's loss alone
@@ -85,6 +88,7 @@ COLUMNS = [
     "act_range",
     "rounding",
     "bias_correction",
+    *SPEC_COLUMNS[len(FIRST_SPEC_COLUMNS) :],  # knobs added since
 ]
 
 

@@ -24,6 +24,13 @@ def seed_stage(seed: int, stage: str) -> None:
     torch.manual_seed(seed * 1000 + zlib.crc32(stage.encode()) % 1000)
 
 
+def reshapes(spec: QuantSpec) -> bool:
+    """Whether the run has a reshape stage: its method has Scale-Clip and Scale-Clip reshapes
+    its layers at the spec's bits (not so at 8 bits without method.scale_clip_8bit: every
+    layer then has the edge quantizers, and the reshape epochs go to QAT)."""
+    return get_method(spec.method).scale_clip and spec.scale_clips(spec.w_bits, spec.a_bits)
+
+
 def stage_epochs(cfg: DictConfig, spec: QuantSpec, stage: str) -> int:
     """Epochs of a training stage. Under trainer.equal_budget every method fine-tunes for
     reshape + qat epochs after the float stage: a method without a reshape stage spends the
@@ -31,7 +38,7 @@ def stage_epochs(cfg: DictConfig, spec: QuantSpec, stage: str) -> int:
     if stage != "fp" and is_ptq(cfg):
         return 0
     epochs = cfg.trainer[stage].epochs
-    no_reshape = not get_method(spec.method).scale_clip
+    no_reshape = not reshapes(spec)
     if stage == "qat" and cfg.trainer.equal_budget and no_reshape:
         epochs += max(cfg.trainer.reshape.epochs, 0)
     return max(epochs, 0)
@@ -48,8 +55,8 @@ def stage_batches(trainer: DictConfig, stage: str) -> int | None:
 
 def finetune_stages(spec: QuantSpec) -> list[str]:
     """The stages a method trains after the float stage, in order: reshape (methods with
-    Scale-Clip), then qat."""
-    return ["reshape", "qat"] if get_method(spec.method).scale_clip else ["qat"]
+    Scale-Clip, where it reshapes: `reshapes`), then qat."""
+    return ["reshape", "qat"] if reshapes(spec) else ["qat"]
 
 
 def finetune_epochs(cfg: DictConfig, spec: QuantSpec) -> int:

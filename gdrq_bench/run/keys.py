@@ -68,7 +68,12 @@ FINETUNE_RECIPE_KEYS = (
 
 # Keys added to a hashed group after caches existed, with the value that does what the config
 # did before them: at that value they stay out of the float cache key and the run key.
-ADDED_KEY_DEFAULTS = {"dataset.holdout": 0, "plugins": [], "trainer.schedule": QAT}
+ADDED_KEY_DEFAULTS = {
+    "dataset.holdout": 0,
+    "plugins": [],
+    "trainer.schedule": QAT,
+    "method.scale_clip_8bit": True,
+}
 _NO_DEFAULT = object()
 
 # Keys that decide where things are written or how they are shown, not what is computed.

@@ -25,7 +25,7 @@ from gdrq_bench.quant import (
     set_mode,
     verify_fold,
 )
-from gdrq_bench.run.budget import is_ptq
+from gdrq_bench.run.budget import is_ptq, reshapes
 from gdrq_bench.run.calibrate import calibration_inputs, first_inputs, stage_calibrate
 from gdrq_bench.run.context import Run
 from gdrq_bench.run.export import stage_export
@@ -86,7 +86,7 @@ def stage_reshape(run: Run, qmodel: nn.Module) -> dict[str, LayerStats]:
     ("after"; none without Scale-Clip). Unless Scale-Clip goes on into QAT
     (method.scale_clip_qat), it is then written into the weights: QAT starts from the
     reshaped network and clips it by groups alone."""
-    if not get_method(run.spec.method).scale_clip:
+    if not reshapes(run.spec):
         return {}
     run.train(set_mode(qmodel, CLIP), "reshape")
     after = _merged(layer_weight_stats(qmodel), run.probe(qmodel, "reshape"))
