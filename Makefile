@@ -34,7 +34,8 @@ sweep: install
 board: install
 	$(BIN)/gdrq-board $(BOARD_ARGS)
 
-# Float recipes, accuracy (every method and Brevitas), shapes, cost and evaluation benchmarks ->
+# Every step (float recipes, the validation choices, accuracy of every method and Brevitas,
+# post-training quantization, digits, shapes, cost, export, evaluation) ->
 # bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps; a stopped step resumes. On 2
 # CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (8 to 27
 # epochs per network); the accuracy step's 200 runs of the issue-26 protocol are not timed

@@ -20,7 +20,8 @@ bench resumes where it stopped.
 
 `table` reads the preset's results table, keeps the latest row of each configuration (its
 spec_hash: the effective spec and fine-tuning recipe), float model (fp_hash) and seed (a rerun
-replaces earlier numbers; two configurations of one method are two lines, never one mean), and
+replaces earlier numbers; two configurations of one method are two lines, never one mean,
+each named by the spec knobs that differ, e.g. `gdrq act_stat=mse`), and
 prints per model and float model, one table per fine-tuning budget: per bit-width and method
 the deployed top1 (folded; quantized for Brevitas) as mean ± sample std (n seeds), the test
 NLL, drop and drop_ft (against the equal-budget float control), and the difference to GDRQ (of
@@ -36,7 +37,8 @@ noise: it borrows the seed spread of the per-seed differences to GDRQ pooled ove
 cells with >= 2 seeds, cells where a method collapsed left out (`pooled_spread`; marked †, a
 footnote names the cells), or, where there is none, holds the test images' noise only (marked
 ‡). Under each table, where the runs held training images out (dataset.holdout), the
-validation-split table.
+validation-split table. A preset with `validation_only: true` (one that chooses knobs) prints
+the validation-split tables alone.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from omegaconf import DictConfig
 
 from gdrq_bench.cli.sweep import GDRQ_RUN, load_preset, threads_per_job
 from gdrq_bench.quant import METHODS
-from gdrq_bench.reporting.results import COLUMNS
+from gdrq_bench.reporting.results import COLUMNS, SPEC_COLUMNS
 from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
@@ -112,11 +114,14 @@ def _grid_runs(preset_name: str) -> list[list[str]]:
     return [run for grid in load_preset(preset_name).grids for run in _runs_of(grid)]
 
 
-# what varies between runs sharing a float model: the method, bits, seed, grouping and the
-# trainer's keys that act after the float stage (e.g. a longer fine-tuning budget)
+# what varies between runs sharing a float model: the method and its knobs, bits, seed,
+# grouping and the trainer's keys that act after the float stage (e.g. a longer fine-tuning
+# budget)
 FLOAT_AXES = (
     "method=",
+    "method.",
     "bits=",
+    "bits.",
     "seed=",
     "grouping=",
     "grouping.",
@@ -262,9 +267,26 @@ def latest_rows(results: Path, dataset: str | None = None) -> pd.DataFrame:
     rows = rows.drop_duplicates(["model", "float_model", "bits", "config", "seed"], keep="last")
     # two configurations of one method, width and budget: never one mean, each its own line
     cell = ["model", "float_model", "budget", "bits", "method"]
-    clash = rows.groupby(cell, dropna=False).config.transform("nunique") > 1
-    rows.loc[clash, "method"] = rows.method + " (spec " + rows.config.str[:8] + ")"
+    for _, group in rows.groupby(cell, dropna=False):
+        if group.config.nunique() > 1:
+            rows.loc[group.index, "method"] = group.method + " " + knob_labels(group)
     return rows
+
+
+def knob_labels(group: pd.DataFrame) -> pd.Series:
+    """What sets apart the configurations of one line's rows: the spec knobs whose values
+    differ between them (`act_stat=mse`), or, where no knob column does (a fine-tuning
+    recipe, rows from before the columns), the start of the spec hash (`(spec 1a2b3c4d)`)."""
+    knobs = group[SPEC_COLUMNS].astype(str)
+    varying = [column for column in SPEC_COLUMNS if knobs[column].nunique() > 1]
+    spec = "(spec " + group.config.str[:8] + ")"
+    if not varying:
+        return spec
+    named = knobs[varying].apply(
+        lambda row: " ".join(f"{k}={'—' if v == 'nan' else v}" for k, v in row.items()), axis=1
+    )
+    alike = group.groupby(named).config.transform("nunique") > 1  # knobs alike, specs not
+    return named.where(~alike, named + " " + spec)
 
 
 def ptq_variants(rows: pd.DataFrame) -> pd.Series:
@@ -508,41 +530,45 @@ def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
     )
 
 
-def tables(results_dir: Path, dataset: str | None = None) -> None:
+def tables(results_dir: Path, dataset: str | None = None, validation_only: bool = False) -> None:
     """The tables of every task table in results_dir (of `dataset` only, if given):
-    classification's with the intervals, the other tasks' with their metric's spread."""
+    classification's with the intervals, the other tasks' with their metric's spread
+    (`validation_only`: classification's validation-split tables alone)."""
     found = task_tables(results_dir)
     if not found:
         print(f"No rows in {results_dir} yet: bench/accuracy.py run makes them.")
     for results in found:
         if results.name == CLASSIFICATION:
-            table(results, dataset)
+            table(results, dataset, validation_only)
         else:
             scores_table(results, dataset)
 
 
-def table(results: Path, dataset: str | None = None) -> None:
+def table(results: Path, dataset: str | None = None, validation_only: bool = False) -> None:
     """Per network and float model, a table per fine-tuning budget (the longer-budget grid's
-    apart), each with its validation-split table where the runs held images out."""
+    apart), each with its validation-split table where the runs held images out
+    (`validation_only`: that table alone, for grids that choose a knob: no test figure)."""
     keep_correctness(results)
     rows = latest_rows(results, dataset)
     for (model, _), model_rows in rows.groupby(["model", "float_model"], sort=False):
         floats = model_rows[model_rows.bits == "W32A32"]
-        float_line = (
-            f"float top1 {floats.fp.iloc[-1]:.2f}, NLL {floats.nll.iloc[-1]:.4f} "
-            f"(`{without_resume(floats.command.iloc[-1])}`)"
-            if not floats.empty
-            else f"float top1 {model_rows.fp.iloc[-1]:.2f}"
-        )
+        score, split = ("val_fp", "validation ") if validation_only else ("fp", "")
+        float_line = f"float {split}top1 {model_rows[score].iloc[-1]:.2f}"
+        if not floats.empty and not validation_only:
+            float_line += f", NLL {floats.nll.iloc[-1]:.4f}"
+        if not floats.empty:
+            float_line += f" (`{without_resume(floats.command.iloc[-1])}`)"
         shas = ", ".join(sorted(model_rows.git_sha.astype(str).unique()))
-        print(f"### {dataset}, {model}\n\n{float_line}; {len(model_rows)} rows, code {shas}.\n")
+        name = model_rows.dataset.iloc[0]
+        print(f"### {name}, {model}\n\n{float_line}; {len(model_rows)} rows, code {shas}.\n")
         quantized = model_rows[model_rows.bits != "W32A32"]
         budgets = list(dict.fromkeys(quantized.budget))
         for budget in budgets:
             budget_rows = quantized[quantized.budget == budget]
             if len(budgets) > 1:
                 print(f"Fine-tuning budget: {budget}.\n")
-            print(model_table(budget_rows, results) + "\n")
+            if not validation_only:
+                print(model_table(budget_rows, results) + "\n")
             held_out = budget_rows[budget_rows.val_samples.notna()]
             if not held_out.empty:
                 print(validation_table(held_out) + "\n")
@@ -626,7 +652,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "run":
         run(args.preset, args.jobs, args.redo)
     else:
-        tables(args.results or results_dir_of(args.preset), args.dataset)
+        validation_only = bool(load_preset(args.preset).get("validation_only", False))
+        tables(args.results or results_dir_of(args.preset), args.dataset, validation_only)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,40 @@ import intervals
 import step_cost
 
 
+def test_a_methods_knobs_vary_on_one_float_model() -> None:
+    """A grid over a method's knob (method.act_stat) needs one float model per network, not
+    one per value: the knob acts after the float stage."""
+    name = "bench_fashion_choices"
+    floats = accuracy.float_commands(name, jobs=2)
+    assert len(floats) == 2 and not any("method.act_stat" in arg for c in floats for arg in c)
+    grids = accuracy.load_preset(name).grids
+    runs = [c for grid in grids for c in accuracy.method_commands(name, 2, grid)]
+    assert {accuracy.float_key(c) for c in runs} == {accuracy.float_key(c) for c in floats}
+
+
+def test_configurations_of_one_method_are_named_by_the_knobs_that_differ(tmp_path: Path) -> None:
+    """Two gdrq configurations whose act_stat differs are two lines named by that knob; two
+    whose knob columns agree (a recipe outside them differs) are named by their spec hashes."""
+    results = _rows(tmp_path)
+    frame = pd.read_csv(results)
+    frame["fp_hash"] = "float1"
+    frame["spec_hash"] = frame.method + "-hash" + frame.w_bits.astype(str)
+    frame["act_stat"] = "max_abs"
+    frame.loc[3, ["spec_hash", "act_stat"]] = ["gdrq-mse", "mse"]  # gdrq W4A4 seed 2
+    frame.to_csv(results, index=False)
+    methods = [line.split(" | ")[1] for line in _table_lines(results) if line.startswith("| W4A4")]
+    assert methods[:2] == ["gdrq act_stat=max_abs", "gdrq act_stat=mse"]
+    frame["act_stat"] = "max_abs"
+    frame.to_csv(results, index=False)
+    methods = [line.split(" | ")[1] for line in _table_lines(results) if line.startswith("| W4A4")]
+    assert methods[:2] == ["gdrq (spec gdrq-has)", "gdrq (spec gdrq-mse)"]
+
+
 def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
     floats = accuracy.float_commands("bench_fashion", jobs=2)
     assert [c[-2:] for c in floats] == [
-        ["bits=32", "model=resnet20"],
-        ["model=mobilenet_v2_cifar", "trainer.fp.epochs=12"],  # its longer float recipe
+        ["model=resnet20", "trainer.fp.epochs=27"],  # the float recipe's epochs
+        ["model=mobilenet_v2_cifar", "trainer.fp.epochs=27"],
     ]
     assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
     preset = accuracy.load_preset("bench_fashion")
@@ -177,6 +206,15 @@ def test_drop_ft_and_the_validation_table_come_from_their_columns(tmp_path: Path
         "| W4A4 | minmax | 91.00 (1) | 7.00 (1) |",
         "| W4A4 | brevitas | 97.00 (1) | 1.00 (1) |",
     ]
+    # a preset that chooses knobs prints the validation split's figures alone
+    frame.assign(val_fp=98.5).to_csv(results, index=False)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        accuracy.table(results, "fashion_mnist", validation_only=True)
+    printed = buffer.getvalue()
+    assert "float validation top1 98.50 (`gdrq-run method=gdrq bits=32 seed=0`)" in printed
+    assert "Validation split (5000" in printed and "vs GDRQ" not in printed
+    assert "97.50" not in printed  # gdrq seed 0's test top1
 
 
 def test_one_seed_cells_borrow_the_networks_pooled_seed_spread(tmp_path: Path) -> None:

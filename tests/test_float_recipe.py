@@ -299,7 +299,7 @@ def test_epochs_argument_and_the_make_results_step() -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         float_recipe._epochs("0,8")
     steps = make_results.steps(jobs=3)
-    assert [step.name for step in steps][:2] == ["float_recipe", "accuracy"]
+    assert [step.name for step in steps][:3] == ["float_recipe", "choices", "accuracy"]
     recipe = steps[0]
     assert recipe.commands[0][1:] == (
         "bench/float_recipe.py",
