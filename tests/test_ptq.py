@@ -121,7 +121,8 @@ def test_bias_correction_shifts_each_bias_by_the_formula() -> None:
 def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir: Path) -> None:
     """Every calibration step at once (MSE ranges, AdaRound, bias correction) on the digits:
     the row says ptq with no fine-tuning and the calibration images, the fold holds and the
-    exact ONNX graph equals the folded model."""
+    exact ONNX graph equals the folded model; trainer.eval_quant=false scores the folded
+    model alone (`quant` empty)."""
     result = gdrq_run(
         tmp_path,
         cache_dir,
@@ -131,10 +132,12 @@ def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir:
         "trainer.calibrate.rounding=adaround",
         "trainer.calibrate.adaround_iterations=5",
         "trainer.calibrate.bias_correction=true",
+        "trainer.eval_quant=false",
         "export=exact",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = read_rows(tmp_path)
+    assert row["quant"] == "" and float(row["folded"]) > 0
     assert (row["schedule"], row["finetune_epochs"], row["calib_samples"]) == ("ptq", "0", "32")
     assert (row["act_range"], row["rounding"], row["bias_correction"]) == (
         "mse",

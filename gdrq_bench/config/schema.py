@@ -210,6 +210,10 @@ class TrainerConfig:
     # quantized one is, without quantizers, scored as the row's fp_ft; false: not run (fp_ft
     # empty), e.g. for a one-off ImageNet run
     float_control: bool = True
+    # score the fake-quantized model too (the row's `quant`) where the folded one is deployed;
+    # false leaves `quant` empty and saves a pass over the evaluation images: the fold check
+    # already compares the two (in float64), and the bench tables read the folded model
+    eval_quant: bool = True
     device: str = "auto"  # "auto" (this process's GPU if there is one), "cpu" or "cuda"
     # after the float model: "qat" (reshape, then quantization-aware training) or "ptq"
     # (post-training quantization: the calibrate stage below, nothing trained)

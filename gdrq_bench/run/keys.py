@@ -50,6 +50,7 @@ AFTER_FLOAT_TRAINER_KEYS = (
     "probes",
     "equal_budget",
     "float_control",
+    "eval_quant",
     "device",
     "schedule",
     "calibrate",
@@ -87,7 +88,16 @@ NOT_IN_RUN_KEY = {
     # probes score copies of the model, and so does the float control (its random-number
     # draws restored after it); the fused kernels give the eager form's numbers
     # fold_tolerance: whether a run passes, not what it computes
-    "trainer": ("resume", "progress", "probes", "fused_kernels", "float_control", "fold_tolerance"),
+    # eval_quant: whether the fake-quantized model is scored, not what any model computes
+    "trainer": (
+        "resume",
+        "progress",
+        "probes",
+        "fused_kernels",
+        "float_control",
+        "fold_tolerance",
+        "eval_quant",
+    ),
 }
 
 

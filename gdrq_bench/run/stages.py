@@ -59,8 +59,10 @@ def quantized_stages(run: Run, model: nn.Module) -> QuantizedResult:
         run.evaluate(qmodel, "quant", final=True)
         return QuantizedResult(stats)
     fold = stage_fold(run, qmodel)
-    with recording_activation_clips(qmodel) as clips:
-        run.evaluate(qmodel, "quant")
+    clips: dict[str, dict[str, float]] = {}
+    if run.cfg.trainer.eval_quant or fold.failure is not None:  # a failed fold: its score
+        with recording_activation_clips(qmodel) as clips:
+            run.evaluate(qmodel, "quant")
     stats["final"] = _merged(layer_weight_stats(qmodel), clips)
     run.evaluate(fold.folded, "folded", final=True)
     if fold.failure is not None:  # a fold that failed its check is not exported
