@@ -31,8 +31,9 @@ GDRQ, on the same test images; where the two have different seeds, their seed me
 independent) give the seeds' term s_d^2 / n, the per-image differences of the seed means the
 test images' term (net of the per-image flips the seeds' term already holds), and the interval
 is a t interval on the sum with Welch-Satterthwaite degrees of freedom: with 3 seeds its
-quantile approaches t(0.975, 2) = 4.30 where the seeds' noise dominates. A difference "exceeds
-the noise" (bold) when its interval excludes 0. A cell with one seed cannot measure its seeds'
+quantile approaches t(0.975, 2) = 4.30 where the seeds' noise dominates, then a run's mean
+training seconds (post-training: calibration). A difference "exceeds the noise" (bold) when its
+interval excludes 0. A cell with one seed cannot measure its seeds'
 noise: it borrows the seed spread of the per-seed differences to GDRQ pooled over the network's
 cells with >= 2 seeds, cells where a method collapsed left out (`pooled_spread`; marked †, a
 footnote names the cells), or, where there is none, holds the test images' noise only (marked
@@ -462,15 +463,22 @@ def _cell(interval: Interval | None) -> str:
     return f"{bold}{text}{bold}{marker}"
 
 
+def _seconds(values: pd.Series) -> str:
+    """Mean seconds, to a tenth below 10 s (a calibration), else whole; — where none."""
+    mean = values.mean()
+    return "—" if pd.isna(mean) else f"{mean:.1f}" if mean < 10 else f"{mean:.0f}"
+
+
 def model_table(rows: pd.DataFrame, results: Path) -> str:
     """Per bit-width and method: seeds, deployed top1, NLL, drop (from the float model), drop_ft
     (from the float model fine-tuned for the same budget: the quantization's loss alone; — in
-    rows without the control), and the difference to GDRQ at that bit-width (bold where its
+    rows without the control), the difference to GDRQ at that bit-width (bold where its
     interval excludes 0; † where a one-seed cell borrows its seed spread, ‡ where it holds the
-    test images' noise only), then the markers' footnotes."""
+    test images' noise only) and a run's mean training seconds (post-training: calibration),
+    then the markers' footnotes."""
     lines = [
-        "| bits | method | top1 (n) | NLL | drop | drop_ft | vs GDRQ [95% CI] |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| bits | method | top1 (n) | NLL | drop | drop_ft | vs GDRQ [95% CI] | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     quantized = rows[rows.bits != "W32A32"]
     pooled, collapsed = pooled_spread(quantized, results)
@@ -493,6 +501,7 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
                 _spread(group.fp - group.deployed),
                 _spread(group.fp_ft - group.deployed),  # against the equal-budget float control
                 versus,
+                _seconds(group.train_s),
             ]
             lines.append(f"| {bits} | {method} | " + " | ".join(cells) + " |")
     notes = []

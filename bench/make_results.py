@@ -144,7 +144,8 @@ def steps(jobs: int) -> list[Step]:
             "borrows the seed spread pooled over the network's comparisons with >= 2 seeds, "
             "collapsed methods left out (†), or holds the test images' noise only (‡). Under "
             "each table, the same runs on the validation split: the figures any choice is "
-            "made on. Rows in bench/results/fashion/.",
+            "made on. train s: a run's mean training seconds (one thread, two runs sharing the "
+            "two cores). Rows in bench/results/fashion/.",
             _preset_commands("bench_fashion", jobs),
         ),
         Step(
@@ -161,7 +162,8 @@ def steps(jobs: int) -> list[Step]:
             "choose the activation range on the validation split (`percentile 99.99`, `mse` "
             "against max). Columns as in the accuracy step; the last is each line's top1 minus "
             "GDRQ's rounded the same way, with its 95% interval over seeds and test images "
-            "(**bold** where it excludes 0). Rows in bench/results/fashion_ptq/.",
+            "(**bold** where it excludes 0); train s is a run's mean calibration time. Rows in "
+            "bench/results/fashion_ptq/.",
             _preset_commands("bench_fashion_ptq", jobs),
         ),
         Step(
