@@ -94,6 +94,55 @@ def test_adaround_reconstructs_a_layer_better_than_nearest_rounding() -> None:
     assert error(learned) < 0.95 * error(nearest)
 
 
+def _calibrated_output(spec: QuantSpec) -> torch.Tensor:
+    """The output of `spec`'s model of a fixed three-conv network after the calibrate stage's
+    steps (Scale-Clip written into the weights, MSE activation ranges on two batches)."""
+    from gdrq_bench.quant import QUANT, commit_scale_clip, set_mode
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        *(
+            m
+            for w in (3, 8, 8)
+            for m in (nn.Conv2d(w, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        ),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),
+    ).eval()
+    batches = [torch.randn(4, 3, 6, 6) for _ in range(2)]
+    qmodel = set_mode(quantize_model(model, spec), QUANT).eval()
+    commit_scale_clip(qmodel)
+    calibrate_activations(qmodel, batches, "mse", 99.99, 16, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return qmodel(batches[0])
+
+
+def test_post_training_runs_read_no_training_knob() -> None:
+    """The knobs method_knobs leaves out under PTQ (TRAINING_ONLY_KNOBS: the row's columns and
+    the spec hash) change no number of a calibrated model; a knob it keeps does."""
+    from dataclasses import replace
+
+    from gdrq_bench.quant.methods import TRAINING_ONLY_KNOBS, method_knobs
+
+    other = {
+        "k_a": 3.0,
+        "act_stat": "mean_abs",
+        "act_momentum": 0.7,
+        "clip_style": "clamp",
+        "scale_clip_qat": True,
+        "weight_grad": "pass",
+        "alpha_every": 1,
+        "regroup_every": 1,
+    }
+    assert set(other) == TRAINING_ONLY_KNOBS
+    base = QuantSpec(method="gdrq", w_bits=4, a_bits=4, groups=2, first_last_bits="same")
+    assert not TRAINING_ONLY_KNOBS & method_knobs("gdrq", post_training=True)
+    expected = _calibrated_output(base)
+    for knob, value in other.items():
+        assert torch.equal(_calibrated_output(replace(base, **{knob: value})), expected), knob
+    assert not torch.equal(_calibrated_output(replace(base, k_w=1.5)), expected)
+
+
 def test_bias_correction_shifts_each_bias_by_the_formula() -> None:
     """A 4-bit quantized linear layer, calibrated and corrected on X: its new bias is
     b - (W_q mean(Q(X)) - W mean(X)), computed here from the layer's own weights, and its

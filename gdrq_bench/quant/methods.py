@@ -55,6 +55,13 @@ SCALE_CLIP_KNOBS = frozenset(
     | {"scale_clip_8bit"}
 )
 RUNNING_CLIP_KNOBS = frozenset({"act_momentum"})
+# Knobs of the training stages alone (the activation clips Scale-Clip trains, how weights and
+# clips move in training): a post-training run reads none of them, its activation clips come
+# from trainer.calibrate (tests/test_ptq.py checks they change none of its numbers).
+TRAINING_ONLY_KNOBS = frozenset(
+    {"k_a", "act_stat", "act_momentum", "clip_style", "scale_clip_qat", "weight_grad"}
+    | {"alpha_every", "regroup_every"}
+)
 
 
 # (float model, spec, scope, calibration inputs) -> the quantized model, for a method whose
@@ -215,11 +222,12 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def method_knobs(name: str) -> frozenset[str]:
+def method_knobs(name: str, post_training: bool = False) -> frozenset[str]:
     """The QuantSpec knobs a run of method `name` reads: its own layers' and, where the first
-    and last layers take another method (edge_method), theirs."""
-    method = get_method(name)
-    return method.own_knobs | edge_method(name).own_knobs
+    and last layers take another method (edge_method), theirs; under post-training
+    quantization, those less the training stages' (TRAINING_ONLY_KNOBS)."""
+    knobs = get_method(name).own_knobs | edge_method(name).own_knobs
+    return knobs - TRAINING_ONLY_KNOBS if post_training else knobs
 
 
 def edge_method(name: str) -> Method:

@@ -165,7 +165,7 @@ def spec_hash(cfg: DictConfig, spec: QuantSpec) -> str:
     quantization: the calibration and the batches it reads) and the task's after-float keys.
     Rows with the same spec_hash and float model (fp_hash) differ only in
     their seed: the leaderboard averages them, whatever command line set the knobs."""
-    knobs = sorted(method_knobs(spec.method))
+    knobs = sorted(method_knobs(spec.method, post_training=is_ptq(cfg)))
     recipe_keys = ("calibrate", *FLOAT_TRAINER_KEYS) if is_ptq(cfg) else FINETUNE_RECIPE_KEYS
     parts = {
         "spec": {name: getattr(spec, name) for name in knobs},

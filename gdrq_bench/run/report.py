@@ -82,7 +82,7 @@ def result_row(
         "task": run.task.name,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
-        **spec_columns(spec),
+        **spec_columns(spec, post_training=is_ptq(cfg)),
         "spec_hash": spec_hash(cfg, spec),
         # the equal-budget float control (run/control.py): its score, and the drop against it
         "fp_ft": _or_empty(control),
@@ -151,11 +151,11 @@ def _deployed(run: Run) -> str:
     return next(name for name in ("folded", "quant", "fp") if name in run.metrics)
 
 
-def spec_columns(spec: QuantSpec) -> dict[str, Any]:
-    """Each QuantSpec knob's column: its value where the run's method reads it (method_knobs),
-    empty where it changes nothing; `groups` is, for a method that does not read it, the
-    groups it has (1 per tensor, or per_channel)."""
-    knobs = method_knobs(spec.method)
+def spec_columns(spec: QuantSpec, post_training: bool = False) -> dict[str, Any]:
+    """Each QuantSpec knob's column: its value where the run's method reads it (method_knobs;
+    a post-training run reads no training knob), empty where it changes nothing; `groups` is,
+    for a method that does not read it, the groups it has (1 per tensor, or per_channel)."""
+    knobs = method_knobs(spec.method, post_training)
     columns = {
         KNOB_COLUMNS.get(name, name): _cell(getattr(spec, name)) if name in knobs else ""
         for name in SPEC_KEYS
