@@ -37,9 +37,11 @@ board: install
 # Every step (float recipes, the validation choices, accuracy of every method and Brevitas,
 # post-training quantization, digits, shapes, cost, export, evaluation) ->
 # bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps; a stopped step resumes. On 2
-# CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (8 to 27
-# epochs per network); the accuracy step's 200 runs of the issue-26 protocol are not timed
-# yet (the earlier 99-run grid took 2 h 28 min at 2 jobs); the cost steps about 15 min.
+# CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (runs of
+# 8, 12, 18 and 27 epochs: 5-6 h of one core per network); a Fashion-MNIST fine-tuning run
+# about 3.7 min of one slot at 2 jobs (the choices step's first 35 runs), so the choices
+# step's 54 runs take about 2 h and the accuracy step's 200 about 6-7 h (estimates from that
+# rate, not yet a timed whole step); the cost steps about 15 min.
 BENCH_ARGS ?=
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/make_results.py $(BENCH_ARGS)
