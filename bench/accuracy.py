@@ -136,11 +136,18 @@ def float_key(command: list[str]) -> tuple[str, ...]:
     return tuple(arg for arg in command if "=" in arg and not arg.startswith(FLOAT_AXES))
 
 
+# overrides a float run (bits=32) does not read: left out of its command, so it stays the
+# command the float recipe's rows record
+NOT_READ_BY_FLOAT_RUNS = ("trainer.eval_quant=",)
+
+
 def float_commands(preset_name: str, jobs: int) -> list[list[str]]:
     """One float run per float model of the preset's grids (the default model if none names
     one), in the grids' order."""
     keys = dict.fromkeys(float_key(run) for run in _grid_runs(preset_name))
-    common = [GDRQ_RUN, *_common(preset_name, jobs), "bits=32"]
+    overrides = _common(preset_name, jobs)
+    kept = [arg for arg in overrides if not arg.startswith(NOT_READ_BY_FLOAT_RUNS)]
+    common = [GDRQ_RUN, *kept, "bits=32"]
     return [[*common, *key] for key in keys]
 
 

@@ -57,6 +57,7 @@ def test_float_and_brevitas_runs_follow_the_preset_grids() -> None:
         ["model=mobilenet_v2_cifar", "trainer.fp.epochs=27"],
     ]
     assert all("bits=32" in c and "dataset=fashion_mnist" in c for c in floats)
+    assert not any(arg.startswith("trainer.eval_quant") for c in floats for arg in c)
     preset = accuracy.load_preset("bench_fashion")
     grids, twins = preset.grids, preset.brevitas_grids
     commands = [c for i in twins for c in accuracy.brevitas_commands("bench_fashion", 2, grids[i])]
