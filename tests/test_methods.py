@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from knob_values import OTHER_KNOB_VALUES
 from quant_reference import positive_levels, reference_quantize
 from torch import nn
 from torch.nn import functional as F
@@ -305,29 +306,6 @@ def test_training_steps_match_the_unshortened_graph_bit_for_bit(monkeypatch, met
         assert torch.equal(new, old)
     project = get_method(method).scale_clip and clip_style == "project"
     assert any(shortcuts) == project  # the shortcut was taken where it applies
-
-
-# a value of each knob other than its default, one that changes the numbers of a method that
-# reads it (first_last_bits=same: the edge layers at 4 bits by the method itself)
-OTHER_KNOB_VALUES = {
-    "groups": 2,
-    "group_strategy": "kmeans",
-    "alpha": "learned",
-    "alpha_every": 1,
-    "regroup_every": 1,
-    "search_points": 16,
-    "k_w": 1.5,
-    "k_a": 0.5,
-    "weight_stat": "std",
-    "act_stat": "mean_abs",
-    "act_momentum": 0.7,
-    "first_last_bits": "same",
-    "weight_grad": "pass",
-    "clip_style": "clamp",
-    "scale_clip_qat": True,
-    "skip": ["3"],
-    "scale_clip_8bit": False,
-}
 
 
 def _trained_output(spec: QuantSpec) -> torch.Tensor:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from cli_runner import assert_failed_cleanly, gdrq_run, read_rows
 from hydra import compose, initialize_config_dir
+from knob_values import OTHER_KNOB_VALUES
 from quant_reference import reference_mse_clip
 from torch import nn
 
@@ -124,17 +125,8 @@ def test_post_training_runs_read_no_training_knob() -> None:
 
     from gdrq_bench.quant.methods import TRAINING_ONLY_KNOBS, method_knobs
 
-    other = {
-        "k_a": 3.0,
-        "act_stat": "mean_abs",
-        "act_momentum": 0.7,
-        "clip_style": "clamp",
-        "scale_clip_qat": True,
-        "weight_grad": "pass",
-        "alpha_every": 1,
-        "regroup_every": 1,
-    }
-    assert set(other) == TRAINING_ONLY_KNOBS
+    # k_a=3: a multiplier whose clip round trip (alpha / k_a * k_a) is not trivially exact
+    other = {**{knob: OTHER_KNOB_VALUES[knob] for knob in TRAINING_ONLY_KNOBS}, "k_a": 3.0}
     base = QuantSpec(method="gdrq", w_bits=4, a_bits=4, groups=2, first_last_bits="same")
     assert not TRAINING_ONLY_KNOBS & method_knobs("gdrq", post_training=True)
     expected = _calibrated_output(base)
