@@ -14,9 +14,12 @@ slot takes the first waiting run whose float model is built, so no run waits beh
 model's float. Every command carries trainer.resume=true: a run killed mid-stage continues
 from its last epoch's checkpoint. Each finished run's per-image right/wrong is kept in
 correct/<run_id>.json beside the results table (run directories are not committed; the
-intervals need these). A command that already has a row (as the row records it,
-`trainer.resume=` aside) and a kept vector is skipped (`--redo` runs it again): a stopped
-bench resumes where it stopped.
+intervals need these). A command whose run already has a row and a kept vector is skipped
+(`--redo` runs it again): a stopped bench resumes where it stopped. A row is the command's run
+when its spec_hash is the one the command composes to in this checkout and its other overrides
+(all but method, grouping and bits, and `trainer.resume=`) are the command's: a row made under
+an earlier default (same command, another effective spec) is run again, and a preset that pins
+a knob at the value its rows were made with keeps them.
 
 `table` reads the preset's results table, keeps the latest row of each configuration (its
 spec_hash: the effective spec and fine-tuning recipe), float model (fp_hash) and seed (a rerun
@@ -58,12 +61,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from gdrq_bench.cli.sweep import GDRQ_RUN, load_preset, threads_per_job
+from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.quant import METHODS
 from gdrq_bench.reporting.results import COLUMNS, SPEC_COLUMNS
-from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS
+from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS, spec_hash
+from gdrq_bench.run.spec import build_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
 from intervals import Interval, PooledSpread, compare, pool_spreads
@@ -171,17 +177,46 @@ def task_tables(results_dir: Path) -> list[Path]:
     return sorted(results_dir.glob("*.csv"))
 
 
-def finished_runs(results_dir: Path) -> set[str]:
-    """The recorded commands that already have a latest row in one of results_dir's tables,
-    and, for classification, its per-image results kept (a row whose vector was lost is run
-    again: the table's intervals need it)."""
-    finished = set()
+# overrides whose effect a row's spec_hash records: a finished run is matched on its spec_hash
+# and the rest of its command
+SPEC_OVERRIDES = ("method=", "method.", "grouping=", "grouping.", "bits=", "bits.")
+
+
+def run_identity(command: str) -> str:
+    """A recorded command without the overrides its spec_hash stands for (and trainer.resume=)."""
+    arguments = shlex.split(without_resume(command))
+    return shlex.join(arg for arg in arguments if not arg.startswith(SPEC_OVERRIDES))
+
+
+def finished_runs(results_dir: Path) -> dict[str, set[str]]:
+    """The runs that already have a latest row in one of results_dir's tables and, for
+    classification, their per-image results kept (a row whose vector was lost is run again:
+    the table's intervals need it): the spec_hashes of the rows of each run_identity."""
+    finished: dict[str, set[str]] = {}
     for results in task_tables(results_dir):
         rows = latest_rows(results)
         if results.name == CLASSIFICATION:
             rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
-        finished |= set(rows.command.map(without_resume))
+        hashes = rows.spec_hash if "spec_hash" in rows else pd.Series("", index=rows.index)
+        for command, spec in zip(rows.command, hashes.fillna("")):
+            finished.setdefault(run_identity(command), set()).add(str(spec))
     return finished
+
+
+def composed_spec_hash(command: list[str]) -> str:
+    """The spec_hash a command's row gets with this checkout's code and defaults."""
+    overrides = [quote_numeric_choice(argument) for argument in command[1:]]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return spec_hash(cfg, build_spec(cfg))
+
+
+def is_finished(command: list[str], finished: dict[str, set[str]]) -> bool:
+    """Whether a command has a kept row of what it means now: a row of its run_identity whose
+    spec_hash is the command's (a default changed since the row was made gives the same
+    command another spec, and the command runs again)."""
+    hashes = finished.get(run_identity(recorded(command)))
+    return bool(hashes) and composed_spec_hash(command) in hashes
 
 
 @dataclasses.dataclass
@@ -229,7 +264,7 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
     preset, results_dir = load_preset(preset_name), results_dir_of(preset_name)
     results = results_dir / CLASSIFICATION
     keep_correctness(results)
-    finished = set() if redo else finished_runs(results_dir)
+    finished = {} if redo else finished_runs(results_dir)
     floats = float_commands(preset_name, jobs)
     queue = [Job(command, gives=float_key(command)) for command in floats]
     twins = preset.get("brevitas_grids", range(len(preset.grids)))
@@ -240,7 +275,7 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
         ]
         for index, grid in enumerate(preset.grids)
     ]
-    todo = [c for commands in grids for c in commands if recorded(c) not in finished]
+    todo = [c for commands in grids for c in commands if not is_finished(c, finished)]
     queue += [Job(command, needs=float_key(command)) for command in todo]
     done = sum(map(len, grids)) - len(todo)
     print(

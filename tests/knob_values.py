@@ -22,5 +22,5 @@ OTHER_KNOB_VALUES = {
     "clip_style": "clamp",
     "scale_clip_qat": True,
     "skip": ["3"],
-    "scale_clip_8bit": False,
+    "scale_clip_8bit": True,
 }

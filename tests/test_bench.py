@@ -283,23 +283,49 @@ def test_per_image_results_are_kept_beside_the_rows(tmp_path: Path) -> None:
     assert "n/a" in accuracy.model_table(rows, results).splitlines()[3]
 
 
+def _command(method: str, seed: int, *more: str) -> list[str]:
+    return [accuracy.GDRQ_RUN, f"method={method}", "bits=4", f"seed={seed}", *more]
+
+
 def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
     results = _rows(tmp_path)
-    assert accuracy.finished_runs(tmp_path) == set()  # nothing kept yet
+    frame = pd.read_csv(results)
+    frame["spec_hash"] = [accuracy.composed_spec_hash(c.split()) for c in frame.command]
+    frame.loc[2, "command"] = "gdrq-run method=gdrq bits=4 seed=2"  # from before resume=
+    frame.to_csv(results, index=False)
+    assert accuracy.finished_runs(tmp_path) == {}  # nothing kept yet
     accuracy.keep_correctness(results)
     (tmp_path / "correct" / "run2.json").unlink()  # gdrq seed 1's vector was lost
     finished = accuracy.finished_runs(tmp_path)
+    resume = "trainer.resume=true"
+    assert not accuracy.is_finished(_command("gdrq", 1, resume), finished)
     # recorded without trainer.resume=: a row from before the bench resumed counts as well
-    assert "gdrq-run method=gdrq bits=4 seed=1" not in finished
-    assert "gdrq-run method=gdrq bits=4 seed=2" in finished
-    assert "gdrq-run method=brevitas bits=4 seed=0" in finished
-    assert accuracy.finished_runs(tmp_path / "none") == set()
-    command = [accuracy.GDRQ_RUN, "method=gdrq", "bits=4", "seed=2", "trainer.resume=true"]
-    assert accuracy.recorded(command) in finished
+    assert accuracy.is_finished(_command("gdrq", 2, resume), finished)
+    assert accuracy.is_finished(_command("brevitas", 0, resume), finished)
+    assert not accuracy.is_finished(_command("lsq", 0, resume), finished)  # no row
+    assert not accuracy.is_finished(_command("gdrq", 2, resume, "model=resnet20"), finished)
+    assert accuracy.finished_runs(tmp_path / "none") == {}
     # another task's table: no per-image results to keep, a row is enough
     detection = pd.read_csv(results).iloc[[1]].assign(task="detection", command="gdrq-run x=1")
     detection.to_csv(tmp_path / "detection.csv", index=False)
     assert "gdrq-run x=1" in accuracy.finished_runs(tmp_path)
+
+
+def test_a_row_made_under_another_default_is_run_again(tmp_path: Path) -> None:
+    """A command is finished only by a row of what it means now: a row recorded when
+    act_stat's default was max_abs (its spec_hash is the pinned command's) does not finish
+    the same command under today's default, and does finish the command that pins it."""
+    command = _command("gdrq", 0, "trainer.resume=true")
+    pinned = [*command, "method.act_stat=max_abs"]
+    old_default = accuracy.composed_spec_hash(pinned)
+    assert old_default != accuracy.composed_spec_hash(command)
+    results = _rows(tmp_path, [("gdrq", 4, 0, 98.0, 97.5, np.ones(200, dtype=bool))])
+    pd.read_csv(results).assign(spec_hash=old_default).to_csv(results, index=False)
+    accuracy.keep_correctness(results)
+    finished = accuracy.finished_runs(tmp_path)
+    assert finished == {"gdrq-run seed=0": {old_default}}
+    assert not accuracy.is_finished(command, finished)
+    assert accuracy.is_finished(pinned, finished)
 
 
 def test_detection_and_segmentation_tables_show_the_metric_and_both_drops(

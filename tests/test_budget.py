@@ -46,16 +46,16 @@ def test_every_method_fine_tunes_the_same_epochs(method, equal, reshape, qat):
 @pytest.mark.parametrize(
     ("overrides", "stages", "qat"),
     [
-        ((), ["reshape", "qat"], 4),
-        (("method.scale_clip_8bit=false",), ["qat"], 6),
-        (("method.scale_clip_8bit=false", "bits=w4a8"), ["reshape", "qat"], 4),
+        ((), ["qat"], 6),
+        (("method.scale_clip_8bit=true",), ["reshape", "qat"], 4),
+        (("bits=w4a8",), ["reshape", "qat"], 4),
     ],
 )
 def test_without_scale_clip_8bit_an_8bit_run_spends_its_reshape_epochs_in_qat(
     overrides, stages, qat
 ):
-    """At W8A8 with method.scale_clip_8bit=false no layer is reshaped: no reshape stage, its
-    epochs go to QAT, as for a method without Scale-Clip (W4A8 still reshapes)."""
+    """At W8A8 without method.scale_clip_8bit (the default) no layer is reshaped: no reshape
+    stage, its epochs go to QAT, as for a method without Scale-Clip (W4A8 still reshapes)."""
     cfg = _config("method=gdrq", "bits='8'", *overrides)
     spec = build_spec(cfg)
     assert finetune_stages(spec) == stages

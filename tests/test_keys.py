@@ -135,7 +135,7 @@ def test_a_row_fills_the_knobs_its_method_reads() -> None:
     minmax = spec_columns(build_spec(_config("method=minmax")))
     assert (gdrq["k_w"], gdrq["act_stat"], gdrq["groups"], gdrq["alpha_mode"]) == (
         3.0,
-        "max_abs",
+        "mse",
         4,
         "search",
     )

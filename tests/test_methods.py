@@ -269,7 +269,7 @@ def test_training_steps_match_the_unshortened_graph_bit_for_bit(monkeypatch, met
 
     images, labels = _data()
     images[0, 0, 0, 0] = images.abs().max()  # on the first max |x| clip exactly
-    spec = _spec(method, clip_style=clip_style, alpha_every=2)
+    spec = _spec(method, clip_style=clip_style, alpha_every=2, act_stat="max_abs")
     models = [quantize_model(_tiny_model(), spec).train() for _ in range(2)]
     shortcuts = []
     for module in models[0].modules():

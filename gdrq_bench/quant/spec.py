@@ -51,7 +51,7 @@ class QuantSpec:
     k_w: float = 3.0
     k_a: float = 1.0
     weight_stat: str = "mean_abs"
-    act_stat: str = "max_abs"  # Scale-Clip's activation statistic: mean_abs, max_abs or mse
+    act_stat: str = "mse"  # Scale-Clip's activation statistic: mean_abs, max_abs or mse
     act_momentum: float = 0.1
     first_last_bits: int | str = EDGE_BITS  # "fp", 8 or "same"
     skip: list[str] = field(default_factory=list)  # fnmatch patterns of module names
@@ -65,7 +65,7 @@ class QuantSpec:
     scale_clip_qat: bool = False
     # Scale-Clip reshapes 8-bit layers too (weights and activations both at >= 8 bits); False
     # gives them the method's edge quantizers, as the 8-bit first and last layers get
-    scale_clip_8bit: bool = True
+    scale_clip_8bit: bool = False
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "w_bits")
