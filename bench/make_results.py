@@ -112,8 +112,12 @@ def steps(jobs: int) -> list[Step]:
             "`method.act_stat`: the activation clip Scale-Clip trains with, the running "
             "maximum (`max_abs`) or the QL_2 (MSE) optimum of each batch (`mse`); "
             "`method.scale_clip_8bit`: at W8A8, Scale-Clip on every layer (`True`) or on none "
-            "(`False`: 8-bit layers quantized as the first and last layers are). "
-            "Rows in bench/results/fashion_choices/.",
+            "(`False`: 8-bit layers quantized as the first and last layers are); below 8 bits, "
+            "with `act_stat=mse`, `method.k_w` (Scale-Clip's weight clip, 2, 3 or 4 x mean|W|) "
+            "and `grouping.alpha` (the group clips searched, `search`, or learned from the "
+            "search's start, `learned`). Every knob is pinned in the preset's commands; "
+            "`scale_clip_8bit` reshapes no layer below 8 bits. Rows in "
+            "bench/results/fashion_choices/.",
             _preset_commands("bench_fashion_choices", jobs),
         ),
         Step(
