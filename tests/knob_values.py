@@ -8,7 +8,7 @@ from __future__ import annotations
 OTHER_KNOB_VALUES = {
     "groups": 2,
     "group_strategy": "kmeans",
-    "alpha": "learned",
+    "alpha": "search",
     "alpha_every": 1,
     "regroup_every": 1,
     "search_points": 16,

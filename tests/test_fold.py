@@ -203,7 +203,9 @@ def test_conv_without_bn_keeps_a_per_channel_output_scale(groups):
             head=nn.Linear(12, 5),
         )
     )
-    qmodel = _prepared(model, QuantSpec(w_bits=3, a_bits=3, groups=groups, first_last_bits="same"))
+    qmodel = _prepared(
+        model, QuantSpec(w_bits=3, a_bits=3, groups=groups, first_last_bits="same", alpha="search")
+    )
     _check_fold(qmodel, {"stem": None, "body": None, "head": None})
 
 
@@ -221,7 +223,9 @@ def test_frozen_batchnorm_is_merged(bias):
             head=nn.Linear(8 * 12 * 12, 5),
         )
     )
-    qmodel = _prepared(model, QuantSpec(w_bits=4, a_bits=4, groups=4, first_last_bits="same"))
+    qmodel = _prepared(
+        model, QuantSpec(w_bits=4, a_bits=4, groups=4, first_last_bits="same", alpha="search")
+    )
     _check_fold(qmodel, {"stem": "bn", "body": "bn2", "head": None})
 
 
@@ -241,7 +245,9 @@ def test_depthwise_conv_is_folded(groups):
             head=nn.Linear(8 * 12 * 12, 5),
         )
     )
-    qmodel = _prepared(model, QuantSpec(w_bits=4, a_bits=4, groups=groups, first_last_bits="same"))
+    qmodel = _prepared(
+        model, QuantSpec(w_bits=4, a_bits=4, groups=groups, first_last_bits="same", alpha="search")
+    )
     folded = _check_fold(qmodel, {"stem": "bn", "depthwise": "bn2", "pointwise": "bn3"})
     assert folded.depthwise.conv_args["groups"] == 16
     assert tuple(folded.depthwise.weight_int.shape) == (16, 1, 3, 3)
@@ -278,13 +284,15 @@ def test_every_method_folds_exactly(spec):
 
 
 def test_batchnorm_without_running_statistics_cannot_be_folded():
-    qmodel = _prepared(_small_bn_model(track_running_stats=False), QuantSpec(groups=2))
+    qmodel = _prepared(
+        _small_bn_model(track_running_stats=False), QuantSpec(groups=2, alpha="search")
+    )
     with pytest.raises(ValueError, match="without running statistics"):
         fold_model(qmodel)
 
 
 def test_a_model_without_rounded_weights_cannot_be_folded():
-    qmodel = set_mode(_prepared(_small_bn_model(), QuantSpec(groups=2)), CLIP)
+    qmodel = set_mode(_prepared(_small_bn_model(), QuantSpec(groups=2, alpha="search")), CLIP)
     with pytest.raises(ValueError, match="no layer with quantized weights"):
         fold_model(qmodel)
 

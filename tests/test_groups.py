@@ -164,7 +164,11 @@ def test_gdrq_weight_quantizer_matches_numpy():
     """Scale-Clip at k mean|W|, sorted groups by mean|W_i|, searched clip, signed rounding."""
     weight, bits, groups, k = _weight(), 3, 4, 2.0
     quantizer = GroupWeightQuantizer(
-        bits, 16, groups, QuantSpec(k_w=k, clip_style="clamp", search_points=64), scale_clip=True
+        bits,
+        16,
+        groups,
+        QuantSpec(k_w=k, clip_style="clamp", search_points=64, alpha="search"),
+        scale_clip=True,
     ).train()
     w = weight.numpy()
     clipped = np.clip(w, -k * np.abs(w).mean(), k * np.abs(w).mean())
@@ -179,7 +183,7 @@ def test_gdrq_weight_quantizer_matches_numpy():
 
 def test_alpha_search_is_redone_every_n_training_steps():
     weight = _weight()
-    quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha_every=3)).train()
+    quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha="search", alpha_every=3)).train()
     changed = []
     for _ in range(7):
         before = quantizer.clip.group_alpha.clone()
@@ -196,7 +200,7 @@ def test_a_layer_called_several_times_per_step_counts_one_step():
     """A detector head shared by five pyramid levels calls its quantizer five times a step;
     the search schedule follows optimizer updates of the weight, not calls."""
     weight = torch.nn.Parameter(_weight())
-    quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha_every=2)).train()
+    quantizer = GroupWeightQuantizer(4, 16, 2, QuantSpec(alpha="search", alpha_every=2)).train()
     searches = []
     for _ in range(4):  # steps
         for _ in range(5):  # pyramid levels

@@ -137,7 +137,7 @@ def test_a_row_fills_the_knobs_its_method_reads() -> None:
         3.0,
         "mse",
         4,
-        "search",
+        "learned",
     )
     assert (minmax["k_w"], minmax["act_stat"], minmax["groups"], minmax["alpha_mode"]) == (
         "",

@@ -32,9 +32,9 @@ from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 GROUPED = {"gdrq", "groups_only"}
 SCALE_CLIP = {"gdrq", "scale_clip_only"}
 WEIGHT_ALPHA = {
-    "gdrq": "search",
+    "gdrq": "learned",
     "scale_clip_only": "scale_clip",
-    "groups_only": "search",
+    "groups_only": "learned",
     "minmax": "max",
     "lsq": "learned",
 }
@@ -201,7 +201,9 @@ def test_running_clip_statistic_is_the_mean_or_max_of_the_magnitudes(statistic: 
         assert torch.equal(quantizer.running_stat, reduce(batch.abs()))
 
 
-@pytest.mark.parametrize(("method", "edge_alpha"), [("gdrq", "search"), ("scale_clip_only", "max")])
+@pytest.mark.parametrize(
+    ("method", "edge_alpha"), [("gdrq", "learned"), ("scale_clip_only", "max")]
+)
 def test_edge_layers_at_their_own_bits_are_not_scale_clipped(method, edge_alpha):
     """Scale-Clip reshapes the low-bit layers; the 8-bit first and last layers take the
     method without it (groups_only for gdrq, minmax for scale_clip_only)."""
@@ -240,7 +242,7 @@ def test_8bit_layers_take_the_edge_quantizers_without_scale_clip_8bit(
     _, middle, _ = (layer for _, layer in quantized_layers(quantize_model(_tiny_model(), spec)))
     assert (middle.weight_quantizer.scale_clip is not None) == reshaped
     assert isinstance(middle.input_quantizer, ScaleClipAct if reshaped else MinMaxAct)
-    assert middle.weight_quantizer.clip.name == "search"  # the groups and search stay
+    assert middle.weight_quantizer.clip.name == spec.alpha  # the groups and their clips stay
 
 
 def _batch_stat_before_issue_19(self, x: torch.Tensor) -> torch.Tensor:

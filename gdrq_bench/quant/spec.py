@@ -47,7 +47,7 @@ class QuantSpec:
     a_bits: int = 4
     groups: int | str = 4  # an int >= 1, or "per_channel"
     group_strategy: str = "sorted"
-    alpha: str = "search"
+    alpha: str = "learned"
     k_w: float = 3.0
     k_a: float = 1.0
     weight_stat: str = "mean_abs"
