@@ -506,9 +506,11 @@ def _cell(interval: Interval | None) -> str:
 
 
 def _seconds(values: pd.Series) -> str:
-    """Mean seconds, to a tenth below 10 s (a calibration), else whole; — where none."""
-    mean = values.mean()
-    return "—" if pd.isna(mean) else f"{mean:.1f}" if mean < 10 else f"{mean:.0f}"
+    """Median seconds, to a tenth below 10 s (a calibration), else whole; — where none. A
+    median: a run that shared the cores with other work can take several times its usual
+    time, and one such run would move a mean of three."""
+    median = values.median()
+    return "—" if pd.isna(median) else f"{median:.1f}" if median < 10 else f"{median:.0f}"
 
 
 def model_table(rows: pd.DataFrame, results: Path) -> str:
@@ -516,7 +518,7 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
     (from the float model fine-tuned for the same budget: the quantization's loss alone; — in
     rows without the control), the difference to GDRQ at that bit-width (bold where its
     interval excludes 0; † where a one-seed cell borrows its seed spread, ‡ where it holds the
-    test images' noise only) and a run's mean training seconds (post-training: calibration),
+    test images' noise only) and a run's median training seconds (post-training: calibration),
     then the markers' footnotes."""
     lines = [
         "| bits | method | top1 (n) | NLL | drop | drop_ft | vs GDRQ [95% CI] | train s |",

@@ -148,7 +148,7 @@ def steps(jobs: int) -> list[Step]:
             "borrows the seed spread pooled over the network's comparisons with >= 2 seeds, "
             "collapsed methods left out (†), or holds the test images' noise only (‡). Under "
             "each table, the same runs on the validation split: the figures any choice is "
-            "made on. train s: a run's mean training seconds (one thread, two runs sharing the "
+            "made on. train s: a run's median training seconds (one thread, two runs sharing the "
             "two cores). Rows in bench/results/fashion/.",
             _preset_commands("bench_fashion", jobs),
         ),
@@ -166,7 +166,7 @@ def steps(jobs: int) -> list[Step]:
             "choose the activation range on the validation split (`percentile 99.99`, `mse` "
             "against max). Columns as in the accuracy step; the last is each line's top1 minus "
             "GDRQ's rounded the same way, with its 95% interval over seeds and test images "
-            "(**bold** where it excludes 0); train s is a run's mean calibration time. Rows in "
+            "(**bold** where it excludes 0); train s is a run's median calibration time. Rows in "
             "bench/results/fashion_ptq/.",
             _preset_commands("bench_fashion_ptq", jobs),
         ),
