@@ -19,7 +19,7 @@ OTHER_KNOB_VALUES = {
     "act_momentum": 0.7,
     "first_last_bits": "same",
     "weight_grad": "pass",
-    "clip_style": "clamp",
+    "clip_style": "project",
     "scale_clip_qat": True,
     "skip": ["3"],
     "scale_clip_8bit": True,

@@ -240,4 +240,4 @@ def test_every_task_takes_the_scale_clip_defaults_and_the_command_line_wins(
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=overrides)
     assert (cfg.method.k_w, cfg.method.k_a) == (k_w, k_a)
-    assert (cfg.method.act_stat, cfg.method.clip_style) == ("mse", "project")
+    assert (cfg.method.act_stat, cfg.method.clip_style) == ("mse", "clamp")

@@ -59,7 +59,7 @@ class QuantSpec:
     regroup_every: int = 0  # training steps between regroupings; 0 keeps the first assignment
     search_points: int = 64
     weight_grad: str = "clip"  # STE outside the weight clips: "clip" (0) or "pass" (1)
-    clip_style: str = "project"  # Scale-Clip of the weights in training: "clamp" or "project"
+    clip_style: str = "clamp"  # Scale-Clip of the weights in training: "clamp" or "project"
     # Scale-Clip of the weights stays on in QAT (a second clip before the group clip); False
     # writes it into the weights after the reshape stage (commit_scale_clip)
     scale_clip_qat: bool = False
