@@ -40,7 +40,7 @@ board: install
 # CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (runs of
 # 8, 12, 18 and 27 epochs: 5-6 h of one core per network); a Fashion-MNIST fine-tuning run
 # about 3.7 min of one slot at 2 jobs (the choices step's first 35 runs), so the choices
-# step's 186 runs take about 5.7 h and the accuracy step's 200 about 6-7 h (estimates from
+# step's 204 runs take about 5.5 h and the accuracy step's 200 about 6-7 h (estimates from
 # that rate, not yet a timed whole step); the cost steps about 15 min.
 BENCH_ARGS ?=
 bench: $(VENV)/.bench-installed

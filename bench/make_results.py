@@ -115,7 +115,10 @@ def steps(jobs: int) -> list[Step]:
             "(`False`: 8-bit layers quantized as the first and last layers are); below 8 bits, "
             "with `act_stat=mse`, `method.k_w` (Scale-Clip's weight clip, 2, 3 or 4 x mean|W|) "
             "and `grouping.alpha` (the group clips searched, `search`, or learned from the "
-            "search's start, `learned`). Every knob is pinned in the preset's commands; "
+            "search's start, `learned`); then, with `alpha=learned`, `method.clip_style` "
+            "(`project` or a forward `clamp`), `method.scale_clip_qat` (Scale-Clip kept on in "
+            "QAT) and `method.k_a` (0.8, 1 or 1.25 x the MSE clip), and the pair of `clamp` "
+            "and `scale_clip_qat=True`. Every knob is pinned in the preset's commands; "
             "`scale_clip_8bit` reshapes no layer below 8 bits. Rows in "
             "bench/results/fashion_choices/.",
             _preset_commands("bench_fashion_choices", jobs),
