@@ -39,9 +39,11 @@ board: install
 # bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps; a stopped step resumes. On 2
 # CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (runs of
 # 8, 12, 18 and 27 epochs: 5-6 h of one core per network); a Fashion-MNIST fine-tuning run
-# about 3.7 min of one slot at 2 jobs (the choices step's first 35 runs), so the choices
-# step's 204 runs take about 5.5 h and the accuracy step's 200 about 6-7 h (estimates from
-# that rate, not yet a timed whole step); the cost steps about 15 min.
+# about 3.7 min of one slot at 2 jobs with the fake-quantized evaluation (the choices step's
+# first 35 runs), 2.5 min without it (trainer.eval_quant=false: the choices step's last 90
+# runs took 1.9 h), so the choices step's 204 runs take about 5.4 h and the accuracy step's
+# 200 about 4-5 h (its longer-budget runs fine-tune 5x as long; an estimate, not yet a timed
+# whole step); the cost steps about 15 min.
 BENCH_ARGS ?=
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/make_results.py $(BENCH_ARGS)
