@@ -34,7 +34,7 @@ GDRQ, on the same test images; where the two have different seeds, their seed me
 independent) give the seeds' term s_d^2 / n, the per-image differences of the seed means the
 test images' term (net of the per-image flips the seeds' term already holds), and the interval
 is a t interval on the sum with Welch-Satterthwaite degrees of freedom: with 3 seeds its
-quantile approaches t(0.975, 2) = 4.30 where the seeds' noise dominates, then a run's mean
+quantile approaches t(0.975, 2) = 4.30 where the seeds' noise dominates, then a run's median
 training seconds (post-training: calibration). A difference "exceeds the noise" (bold) when its
 interval excludes 0. A cell with one seed cannot measure its seeds'
 noise: it borrows the seed spread of the per-seed differences to GDRQ pooled over the network's
@@ -42,7 +42,9 @@ cells with >= 2 seeds, cells where a method collapsed left out (`pooled_spread`;
 footnote names the cells), or, where there is none, holds the test images' noise only (marked
 ‡). Under each table, where the runs held training images out (dataset.holdout), the
 validation-split table. A preset with `validation_only: true` (one that chooses knobs) prints
-the validation-split tables alone.
+the validation-split tables alone; a preset's `goals` (a method: the widths where it must not
+beat GDRQ) add, under each test-split table, whether each goal's interval holds 0 or lies
+below it.
 """
 
 from __future__ import annotations
@@ -500,9 +502,16 @@ def _cell(interval: Interval | None) -> str:
     if interval is None:
         return "n/a (per-image results not kept)"
     bold = "**" if interval.excludes_zero else ""
-    marker = {"seeds": "", "pooled": BORROWED, "images": IMAGES_ONLY}[interval.seed_noise]
-    text = f"{interval.difference:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
-    return f"{bold}{text}{bold}{marker}"
+    return f"{bold}{_interval_text(interval)}{bold}{_seed_marker(interval)}"
+
+
+def _interval_text(interval: Interval) -> str:
+    return f"{interval.difference:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def _seed_marker(interval: Interval) -> str:
+    """† where a one-seed side borrows its seed spread, ‡ where it holds the images' noise."""
+    return {"seeds": "", "pooled": BORROWED, "images": IMAGES_ONLY}[interval.seed_noise]
 
 
 def _seconds(values: pd.Series) -> str:
@@ -511,6 +520,15 @@ def _seconds(values: pd.Series) -> str:
     time, and one such run would move a mean of three."""
     median = values.median()
     return "—" if pd.isna(median) else f"{median:.1f}" if median < 10 else f"{median:.0f}"
+
+
+def interval_to_reference(
+    at_bits: pd.DataFrame, method: str, results: Path, pooled: PooledSpread | None
+) -> Interval | None:
+    """One width's interval of `method` minus GDRQ rounded alike (None: a vector not kept)."""
+    reference = at_bits[at_bits.method == reference_of(method)]
+    group = at_bits[at_bits.method == method]
+    return _versus(_by_seed(reference, results), _by_seed(group, results), pooled)
 
 
 def model_table(rows: pd.DataFrame, results: Path) -> str:
@@ -534,9 +552,10 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
             if group.empty:
                 continue
             versus = "—"
-            if method != reference_of(method):
-                reference = at_bits[at_bits.method == reference_of(method)]
-                interval = _versus(_by_seed(reference, results), _by_seed(group, results), pooled)
+            if reference_of(method) not in set(at_bits.method):
+                versus = "no GDRQ row yet"
+            elif method != reference_of(method):
+                interval = interval_to_reference(at_bits, method, results, pooled)
                 versus = _cell(interval)
                 markers.add(interval.seed_noise if interval is not None else None)
             cells = [
@@ -558,6 +577,47 @@ def model_table(rows: pd.DataFrame, results: Path) -> str:
             "the test images' noise only."
         )
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+Goals = dict[str, list[str]]  # a method: the widths where it must not beat GDRQ (W4A4, ...)
+
+
+def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
+    """Whether GDRQ holds against the methods a preset's `goals` names: at each listed width
+    present in `quantized` (one budget of one network), the goal is met where the interval of
+    the method minus GDRQ (the tables' interval) holds 0 or lies below it, not met where it
+    lies above 0 (the method beats GDRQ beyond the noise), `not run` where a side has no
+    rows."""
+    pooled, _ = pooled_spread(quantized, results)
+    present = bits_order(quantized.bits)
+    widths = [bits for bits in present if any(bits in at for at in goals.values())]
+    lines = [
+        "GDRQ's goals (the preset's `goals`): met where the interval of the method minus GDRQ "
+        "holds 0 or lies below it.",
+        "",
+        f"| method minus GDRQ | {' | '.join(widths)} | met |",
+        "|---|" + "---:|" * (len(widths) + 1),
+    ]
+    for method, at in goals.items():
+        cells, met, checked = [], 0, 0
+        for bits in widths:
+            at_bits = quantized[quantized.bits == bits]
+            if bits not in at:
+                cells.append("")
+                continue
+            if not {method, reference_of(method)} <= set(at_bits.method):
+                cells.append("not run")
+                continue
+            interval = interval_to_reference(at_bits, method, results, pooled)
+            if interval is None:
+                cells.append("n/a (per-image results not kept)")
+                continue
+            checked += 1
+            met += interval.low <= 0
+            verdict = "met" if interval.low <= 0 else "**not met**"
+            cells.append(f"{verdict} {_interval_text(interval)}{_seed_marker(interval)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {met} of {checked} |")
+    return "\n".join(lines)
 
 
 def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
@@ -583,24 +643,35 @@ def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
     )
 
 
-def tables(results_dir: Path, dataset: str | None = None, validation_only: bool = False) -> None:
+def tables(
+    results_dir: Path,
+    dataset: str | None = None,
+    validation_only: bool = False,
+    goals: Goals | None = None,
+) -> None:
     """The tables of every task table in results_dir (of `dataset` only, if given):
-    classification's with the intervals, the other tasks' with their metric's spread
-    (`validation_only`: classification's validation-split tables alone)."""
+    classification's with the intervals (and `goals`' table), the other tasks' with their
+    metric's spread (`validation_only`: classification's validation-split tables alone)."""
     found = task_tables(results_dir)
     if not found:
         print(f"No rows in {results_dir} yet: bench/accuracy.py run makes them.")
     for results in found:
         if results.name == CLASSIFICATION:
-            table(results, dataset, validation_only)
+            table(results, dataset, validation_only, goals)
         else:
             scores_table(results, dataset)
 
 
-def table(results: Path, dataset: str | None = None, validation_only: bool = False) -> None:
+def table(
+    results: Path,
+    dataset: str | None = None,
+    validation_only: bool = False,
+    goals: Goals | None = None,
+) -> None:
     """Per network and float model, a table per fine-tuning budget (the longer-budget grid's
-    apart), each with its validation-split table where the runs held images out
-    (`validation_only`: that table alone, for grids that choose a knob: no test figure)."""
+    apart), each followed by its goals table (`goals`, where given) and its validation-split
+    table where the runs held images out (`validation_only`: that table alone, for grids that
+    choose a knob: no test figure)."""
     keep_correctness(results)
     rows = latest_rows(results, dataset)
     for (model, _), model_rows in rows.groupby(["model", "float_model"], sort=False):
@@ -622,6 +693,8 @@ def table(results: Path, dataset: str | None = None, validation_only: bool = Fal
                 print(f"Fine-tuning budget: {budget}.\n")
             if not validation_only:
                 print(model_table(budget_rows, results) + "\n")
+                if goals:
+                    print(goals_table(budget_rows, results, goals) + "\n")
             held_out = budget_rows[budget_rows.val_samples.notna()]
             if not held_out.empty:
                 print(validation_table(held_out) + "\n")
@@ -705,8 +778,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "run":
         run(args.preset, args.jobs, args.redo)
     else:
-        validation_only = bool(load_preset(args.preset).get("validation_only", False))
-        tables(args.results or results_dir_of(args.preset), args.dataset, validation_only)
+        preset = load_preset(args.preset)
+        validation_only = bool(preset.get("validation_only", False))
+        goals = {method: [str(b) for b in at] for method, at in preset.get("goals", {}).items()}
+        results_dir = args.results or results_dir_of(args.preset)
+        tables(results_dir, args.dataset, validation_only, goals)
 
 
 if __name__ == "__main__":

@@ -150,8 +150,10 @@ def steps(jobs: int) -> list[Step]:
             "dominates): **bold** where the interval excludes 0. A one-seed cell (DoReFa) "
             "borrows the seed spread pooled over the network's comparisons with >= 2 seeds, "
             "collapsed methods left out (†), or holds the test images' noise only (‡). Under "
-            "each table, the same runs on the validation split: the figures any choice is "
-            "made on. train s: a run's median training seconds (one thread, two runs sharing the "
+            "each table, GDRQ's goals (the preset's `goals`: groups_only at every width, LSQ "
+            "and Brevitas below 8 bits): met where the interval of the method minus GDRQ "
+            "holds 0 or lies below it; then the same runs on the validation split: the "
+            "figures any choice is made on. train s: a run's median training seconds (one thread, two runs sharing the "
             "two cores). Rows in bench/results/fashion/.",
             _preset_commands("bench_fashion", jobs),
         ),

@@ -262,6 +262,36 @@ def test_one_seed_cells_borrow_the_networks_pooled_seed_spread(tmp_path: Path) -
     assert f"[{borrowed.low:+.2f}, {borrowed.high:+.2f}]" in versus[("| W8A8", "lsq")]
 
 
+def test_goals_are_met_where_the_interval_holds_zero_or_lies_below_it(tmp_path: Path) -> None:
+    """A preset's goals under the table: lsq right on 20 more of 200 images at every seed beats
+    GDRQ beyond the noise (not met), minmax 20 fewer and Brevitas equal meet theirs; a goal
+    with no rows at a width says not run; widths without rows get no column."""
+    rng = np.random.default_rng(2)
+    base = rng.random(200) < 0.85
+    better, worse = base.copy(), base.copy()
+    better[np.flatnonzero(~base)[:20]] = True
+    worse[np.flatnonzero(base)[:20]] = False
+    runs = [("gdrq", 32, 0, 99.0, 99.0, base)]
+    for seed in range(3):
+        runs += [("gdrq", 4, seed, 85.0, 85.0, base), ("lsq", 4, seed, 95.0, 95.0, better)]
+    runs += [("minmax", 4, 0, 75.0, 75.0, worse), ("brevitas", 4, 0, 85.0, None, base)]
+    _rows(tmp_path, runs)
+    goals = {"lsq": ["W4A4"], "minmax": ["W4A4", "W8A8"], "brevitas": ["W4A4"], "pact": ["W4A4"]}
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        accuracy.tables(tmp_path, "fashion_mnist", goals=goals)
+    lines = buffer.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("GDRQ's goals"))
+    table = lines[start + 2 :]
+    assert table[0] == "| method minus GDRQ | W4A4 | met |"
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[2:6]}
+    assert rows["lsq"][0].startswith("**not met** +10.00 [+") and rows["lsq"][1] == "0 of 1 |"
+    # one seed: the seed spread pooled from lsq's three (†), as in the table above
+    assert rows["minmax"][0].startswith("met -10.00 [") and rows["minmax"][0].endswith("]†")
+    assert rows["brevitas"][0].startswith("met +0.00 [-") and rows["brevitas"][0].endswith("†")
+    assert rows["pact"] == ["not run", "0 of 0 |"]
+
+
 def test_per_image_results_are_kept_beside_the_rows(tmp_path: Path) -> None:
     """The table's intervals read vectors kept under results/correct/, so they survive the run
     directories (not committed); a row whose vector was never kept reads as unknown."""
