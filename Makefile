@@ -35,7 +35,7 @@ board: install
 	$(BIN)/gdrq-board $(BOARD_ARGS)
 
 # Every step (float recipes, the validation choices, accuracy of every method and Brevitas,
-# post-training quantization, digits, shapes, cost, export, evaluation) ->
+# post-training quantization and its activation range, digits, shapes, cost, export, evaluation) ->
 # bench/RESULTS.md; BENCH_ARGS="--steps cost" reruns some steps; a stopped step resumes. On 2
 # CPU cores a Fashion-MNIST float recipe takes 4.6-5.4 minutes an epoch at one thread (runs of
 # 8, 12, 18 and 27 epochs: 5-6 h of one core per network); a Fashion-MNIST fine-tuning run

@@ -2,8 +2,8 @@
 
     python bench/make_results.py [--steps STEP,...] [--jobs 2] [--tables-only]
 
-STEP: float_recipe, choices, accuracy, ptq, digits, shapes, cost, export or eval (default:
-every step, in that order).
+STEP: float_recipe, choices, accuracy, ptq_range, ptq, digits, shapes, cost, export or eval
+(default: every step, in that order).
 
 Each step's commands run in turn; what the last command of a step prints (a Markdown table)
 is kept in bench/out/<step>.md with the commands and their wall time, and RESULTS.md is
@@ -158,6 +158,22 @@ def steps(jobs: int) -> list[Step]:
             _preset_commands("bench_fashion", jobs),
         ),
         Step(
+            "ptq_range",
+            "Post-training activation range, chosen on the validation split",
+            "The post-training step's float models and lines rounded to nearest (`minmax`, "
+            "`groups_only per_channel max`, `groups_only per_channel`, `groups_only 4`, "
+            "`gdrq`) at W4A8 and W4A4, calibration seed 0, each with the activation clips "
+            "from max |a| (`max`), the 99.99th percentile of |a| (`percentile`) and the QL_2 "
+            "optimum (`mse`): `trainer.calibrate.act_range`. Only the 5,000 held-out training "
+            "images are scored. The rule (the preset's, written before its rows): per network, "
+            "a range's score is its mean validation top1 over the five lines and two widths; "
+            "a range replaces max where its score is higher on both networks; where both "
+            "others do, the one with the higher mean of the two networks' scores. The range "
+            "chosen is pinned in preset bench_fashion_ptq. Rows in "
+            "bench/results/fashion_ptq_range/.",
+            _preset_commands("bench_fashion_ptq_range", jobs),
+        ),
+        Step(
             "ptq",
             "Post-training quantization on Fashion-MNIST",
             "The accuracy step's float models, nothing trained (`trainer.schedule=ptq`): 8 "
@@ -167,9 +183,8 @@ def steps(jobs: int) -> list[Step]:
             "min-max (`minmax`), per-channel min-max (`groups_only per_channel max`), the "
             "per-channel and per-group QL_2 search (`groups_only per_channel`, `groups_only 4`) "
             "and GDRQ (`gdrq`: its Scale-Clip written into the weights, then its groups' "
-            "search); first and last layer at 8 bits. The first tables (seed 0, W4A8 and W4A4) "
-            "choose the activation range on the validation split (`percentile 99.99`, `mse` "
-            "against max). Columns as in the accuracy step; the last is each line's top1 minus "
+            "search); first and last layer at 8 bits; the activation range the previous step "
+            "chose (`trainer.calibrate.act_range`). Columns as in the accuracy step; the last is each line's top1 minus "
             "GDRQ's rounded the same way, with its 95% interval over seeds and test images "
             "(**bold** where it excludes 0); train s is a run's median calibration time. Rows in "
             "bench/results/fashion_ptq/.",
