@@ -153,8 +153,8 @@ def steps(jobs: int) -> list[Step]:
             "each table, GDRQ's goals (the preset's `goals`: groups_only at every width, LSQ "
             "and Brevitas below 8 bits): met where the interval of the method minus GDRQ "
             "holds 0 or lies below it; then the same runs on the validation split: the "
-            "figures any choice is made on. train s: a run's median training seconds (one thread, two runs sharing the "
-            "two cores). Rows in bench/results/fashion/.",
+            "figures any choice is made on. train s: a run's median training seconds (one "
+            "thread, two runs sharing the two cores). Rows in bench/results/fashion/.",
             _preset_commands("bench_fashion", jobs),
         ),
         Step(
@@ -184,10 +184,10 @@ def steps(jobs: int) -> list[Step]:
             "per-channel and per-group QL_2 search (`groups_only per_channel`, `groups_only 4`) "
             "and GDRQ (`gdrq`: its Scale-Clip written into the weights, then its groups' "
             "search); first and last layer at 8 bits; the activation range the previous step "
-            "chose (`trainer.calibrate.act_range`). Columns as in the accuracy step; the last is each line's top1 minus "
-            "GDRQ's rounded the same way, with its 95% interval over seeds and test images "
-            "(**bold** where it excludes 0); train s is a run's median calibration time. Rows in "
-            "bench/results/fashion_ptq/.",
+            "chose (`trainer.calibrate.act_range`). Columns as in the accuracy step; the last "
+            "is each line's top1 minus GDRQ's rounded the same way, with its 95% interval "
+            "over seeds and test images (**bold** where it excludes 0); train s is a run's "
+            "median calibration time. Rows in bench/results/fashion_ptq/.",
             _preset_commands("bench_fashion_ptq", jobs),
         ),
         Step(
