@@ -199,8 +199,8 @@ def finished_runs(results_dir: Path) -> dict[str, set[str]]:
         rows = latest_rows(results)
         if results.name == CLASSIFICATION:
             rows = rows[[kept_path(results, run_id).is_file() for run_id in rows.run_id]]
-        hashes = rows.spec_hash if "spec_hash" in rows else pd.Series("", index=rows.index)
-        for command, spec in zip(rows.command, hashes.fillna("")):
+        # rows from before spec_hash have none (an all-empty float column)
+        for command, spec in zip(rows.command, rows.spec_hash.astype(object).fillna("")):
             finished.setdefault(run_identity(command), set()).add(str(spec))
     return finished
 

@@ -7,6 +7,7 @@ import io
 import json
 import statistics
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +340,18 @@ def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
     detection = pd.read_csv(results).iloc[[1]].assign(task="detection", command="gdrq-run x=1")
     detection.to_csv(tmp_path / "detection.csv", index=False)
     assert "gdrq-run x=1" in accuracy.finished_runs(tmp_path)
+
+
+def test_rows_from_before_spec_hash_finish_no_command(tmp_path: Path) -> None:
+    """A table written before rows had a spec_hash (the column reads as all-empty floats):
+    its runs are known by command, with no spec, so every command runs again, quietly."""
+    results = _rows(tmp_path, [("gdrq", 4, 0, 98.0, 97.5, np.ones(200, dtype=bool))])
+    accuracy.keep_correctness(results)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas warns when "" fills a float column
+        finished = accuracy.finished_runs(tmp_path)
+    assert finished == {"gdrq-run seed=0": {""}}
+    assert not accuracy.is_finished(_command("gdrq", 0, "trainer.resume=true"), finished)
 
 
 def test_a_row_made_under_another_default_is_run_again(tmp_path: Path) -> None:
