@@ -4,7 +4,8 @@
     python bench/accuracy.py table [--preset bench_fashion] [--dataset D] [--results DIR]
 
 `run` takes a sweep preset of conf/sweep/ and runs the float model of each of its models
-(`gdrq-run bits=32` with the preset's overrides and the grid's float recipe), then grid by grid
+(`gdrq-run bits=32` with the preset's overrides and the grid's float recipe; not where its
+row is kept and its model is in the float cache, which would only copy the row), then grid by grid
 the grid's runs (one `gdrq-run` each, the runs `gdrq-sweep PRESET` would make) and, for the
 grids the preset's `brevitas_grids` lists (default: all), the same runs through Brevitas
 (`gdrq-run method=brevitas`) instead of the project's methods, so a preset that lists its most
@@ -63,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -70,6 +72,7 @@ from gdrq_bench.cli.sweep import GDRQ_RUN, load_preset, threads_per_job
 from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
 from gdrq_bench.quant import METHODS
 from gdrq_bench.reporting.results import COLUMNS, SPEC_COLUMNS
+from gdrq_bench.run.fp import float_cache_path
 from gdrq_bench.run.keys import AFTER_FLOAT_TRAINER_KEYS, spec_hash
 from gdrq_bench.run.spec import build_spec
 
@@ -205,12 +208,29 @@ def finished_runs(results_dir: Path) -> dict[str, set[str]]:
     return finished
 
 
-def composed_spec_hash(command: list[str]) -> str:
-    """The spec_hash a command's row gets with this checkout's code and defaults."""
+def composed(command: list[str]) -> DictConfig:
+    """The config a gdrq-run command composes to with this checkout's code and defaults."""
     overrides = [quote_numeric_choice(argument) for argument in command[1:]]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+        return compose("config", overrides=overrides)
+
+
+def composed_spec_hash(command: list[str]) -> str:
+    """The spec_hash a command's row gets with this checkout's code and defaults."""
+    cfg = composed(command)
     return spec_hash(cfg, build_spec(cfg))
+
+
+def float_model_cached(command: list[str]) -> bool:
+    """Whether the float model a command shapes is in the cache (its key holds the thread
+    count the command's run sets)."""
+    cfg = composed(command)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.trainer.threads or threads)
+    try:
+        return float_cache_path(cfg).is_file()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def is_finished(command: list[str], finished: dict[str, set[str]]) -> bool:
@@ -260,14 +280,20 @@ def run_jobs(
 
 
 def run(preset_name: str, jobs: int, redo: bool = False) -> None:
-    """The float runs, then grid by grid its runs and their Brevitas twins, each run started
-    as soon as its float model is built; a run whose row and per-image results are already
-    kept is skipped unless `redo` (a stopped bench resumes)."""
+    """The float runs not yet done (row kept, model cached), then grid by grid its runs and
+    their Brevitas twins, each run started as soon as its float model is built; a run whose
+    row and per-image results are already kept is skipped unless `redo` (a stopped bench
+    resumes)."""
     preset, results_dir = load_preset(preset_name), results_dir_of(preset_name)
     results = results_dir / CLASSIFICATION
     keep_correctness(results)
     finished = {} if redo else finished_runs(results_dir)
-    floats = float_commands(preset_name, jobs)
+    # a float run whose row is kept and whose model is cached would only add a copy of its row
+    floats = [
+        command
+        for command in float_commands(preset_name, jobs)
+        if not (is_finished(command, finished) and float_model_cached(command))
+    ]
     queue = [Job(command, gives=float_key(command)) for command in floats]
     twins = preset.get("brevitas_grids", range(len(preset.grids)))
     grids = [
@@ -278,7 +304,11 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
         for index, grid in enumerate(preset.grids)
     ]
     todo = [c for commands in grids for c in commands if not is_finished(c, finished)]
-    queue += [Job(command, needs=float_key(command)) for command in todo]
+    to_build = {float_key(command) for command in floats}
+    queue += [
+        Job(command, needs=float_key(command) if float_key(command) in to_build else None)
+        for command in todo
+    ]
     done = sum(map(len, grids)) - len(todo)
     print(
         f"bench/accuracy.py: {len(floats)} float and {len(todo)} quantized runs to go "

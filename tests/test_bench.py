@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import statistics
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ import accuracy
 import export_cost
 import intervals
 import step_cost
+from cli_runner import gdrq_command, gdrq_env
 
 
 def test_a_methods_knobs_vary_on_one_float_model() -> None:
@@ -352,6 +354,23 @@ def test_rows_from_before_spec_hash_finish_no_command(tmp_path: Path) -> None:
         finished = accuracy.finished_runs(tmp_path)
     assert finished == {"gdrq-run seed=0": {""}}
     assert not accuracy.is_finished(_command("gdrq", 0, "trainer.resume=true"), finished)
+
+
+def test_a_float_model_counts_as_cached_where_gdrq_run_caches_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The float cache a bench run reads is the file gdrq-run writes, at the thread count the
+    command sets (a float run whose model is cached and row kept is not run again)."""
+    cache, threads = tmp_path / "cache", torch.get_num_threads()
+    monkeypatch.setenv("GDRQ_CACHE", str(cache))
+    command = gdrq_command(tmp_path, "logger=none", "bits=32", f"trainer.threads={threads + 1}")
+    assert not accuracy.float_model_cached(command)
+    result = subprocess.run(command, env=gdrq_env(cache), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert accuracy.float_model_cached(command)
+    assert torch.get_num_threads() == threads  # left as it was
+    assert not accuracy.float_model_cached([*command, "fp_seed=1"])  # another float model
+    assert not accuracy.float_model_cached([*command[:-1], f"trainer.threads={threads}"])
 
 
 def test_a_row_made_under_another_default_is_run_again(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from gdrq_bench.config.errors import ConfigError, DataError
@@ -39,6 +40,12 @@ def weights_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:12]
 
 
+def float_cache_path(cfg: DictConfig) -> Path:
+    """Where the float model a config trains is cached (its key holds the thread count in
+    effect: call it with the run's threads set)."""
+    return Path(cfg.cache_dir).expanduser() / "fp" / f"{float_cache_key(cfg)}.pt"
+
+
 def _float_weights(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
     cfg = run.cfg
     if cfg.model.checkpoint:
@@ -46,7 +53,7 @@ def _float_weights(run: Run, model: nn.Module) -> tuple[nn.Module, str]:
         return model, "checkpoint"
     if cfg.model.pretrained and run.task.pretrained_complete:
         return model, "pretrained"
-    cache = Path(cfg.cache_dir).expanduser() / "fp" / f"{float_cache_key(cfg)}.pt"
+    cache = float_cache_path(cfg)
     with cache_lock(cache):
         if cache.is_file():
             model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
