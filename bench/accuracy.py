@@ -617,7 +617,7 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
     present in `quantized` (one budget of one network), the goal is met where the interval of
     the method minus GDRQ (the tables' interval) holds 0 or lies below it, not met where it
     lies above 0 (the method beats GDRQ beyond the noise), `not run` where a side has no
-    rows."""
+    rows (counted apart in the last column: a budget's grid may leave a goal's method out)."""
     pooled, _ = pooled_spread(quantized, results)
     present = bits_order(quantized.bits)
     widths = [bits for bits in present if any(bits in at for at in goals.values())]
@@ -629,7 +629,7 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
         "|---|" + "---:|" * (len(widths) + 1),
     ]
     for method, at in goals.items():
-        cells, met, checked = [], 0, 0
+        cells, met, checked, not_run = [], 0, 0, 0
         for bits in widths:
             at_bits = quantized[quantized.bits == bits]
             if bits not in at:
@@ -637,6 +637,7 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
                 continue
             if not {method, reference_of(method)} <= set(at_bits.method):
                 cells.append("not run")
+                not_run += 1
                 continue
             interval = interval_to_reference(at_bits, method, results, pooled)
             if interval is None:
@@ -646,7 +647,8 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
             met += interval.low <= 0
             verdict = "met" if interval.low <= 0 else "**not met**"
             cells.append(f"{verdict} {_interval_text(interval)}{_seed_marker(interval)}")
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {met} of {checked} |")
+        count = f"{met} of {checked}" + (f", {not_run} not run" if not_run else "")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {count} |")
     return "\n".join(lines)
 
 
