@@ -629,7 +629,7 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
         "|---|" + "---:|" * (len(widths) + 1),
     ]
     for method, at in goals.items():
-        cells, met, checked, not_run = [], 0, 0, 0
+        cells, met, checked = [], 0, 0
         for bits in widths:
             at_bits = quantized[quantized.bits == bits]
             if bits not in at:
@@ -637,7 +637,6 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
                 continue
             if not {method, reference_of(method)} <= set(at_bits.method):
                 cells.append("not run")
-                not_run += 1
                 continue
             interval = interval_to_reference(at_bits, method, results, pooled)
             if interval is None:
@@ -647,6 +646,7 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
             met += interval.low <= 0
             verdict = "met" if interval.low <= 0 else "**not met**"
             cells.append(f"{verdict} {_interval_text(interval)}{_seed_marker(interval)}")
+        not_run = cells.count("not run")
         count = f"{met} of {checked}" + (f", {not_run} not run" if not_run else "")
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {count} |")
     return "\n".join(lines)
