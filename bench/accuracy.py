@@ -45,7 +45,8 @@ footnote names the cells), or, where there is none, holds the test images' noise
 validation-split table. A preset with `validation_only: true` (one that chooses knobs) prints
 the validation-split tables alone; a preset's `goals` (a method: the widths where it must not
 beat GDRQ) add, under each test-split table, whether each goal's interval holds 0 or lies
-below it.
+below it. A preset that `chooses` a knob (bench/knob_choice.py) prints, last, each value's
+mean validation top1 per network and the value its rule picks.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from gdrq_bench.run.spec import build_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/intervals.py, when imported
 from intervals import Interval, PooledSpread, compare, pool_spreads
+from knob_choice import KnobRule, choice_text
 
 METHOD_ORDER = list(METHODS)  # the registry's order: the project's methods, then Brevitas
 BREVITAS = "method=brevitas"
@@ -815,6 +817,9 @@ def main(argv: list[str] | None = None) -> None:
         goals = {method: [str(b) for b in at] for method, at in preset.get("goals", {}).items()}
         results_dir = args.results or results_dir_of(args.preset)
         tables(results_dir, args.dataset, validation_only, goals)
+        rule = KnobRule.of_preset(preset)
+        if rule and (results_dir / CLASSIFICATION).is_file():
+            print(choice_text(latest_rows(results_dir / CLASSIFICATION, args.dataset), rule))
 
 
 if __name__ == "__main__":

@@ -168,8 +168,9 @@ def steps(jobs: int) -> list[Step]:
             "images are scored. The rule (the preset's, written before its rows): per network, "
             "a range's score is its mean validation top1 over the five lines and two widths; "
             "a range replaces max where its score is higher on both networks; where both "
-            "others do, the one with the higher mean of the two networks' scores. The range "
-            "chosen is pinned in preset bench_fashion_ptq. Rows in "
+            "others do, the one with the higher mean of the two networks' scores; "
+            "bench/knob_choice.py applies it, last in this section. The range chosen is "
+            "pinned in preset bench_fashion_ptq. Rows in "
             "bench/results/fashion_ptq_range/.",
             _preset_commands("bench_fashion_ptq_range", jobs),
         ),
