@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 @dataclass(frozen=True)
 class KnobRule:
     knob: str  # the override, e.g. trainer.calibrate.act_range
-    column: str  # the results column that records it, e.g. act_range
+    column: str  # the results column that records it (the value, then any parameter of it)
     default: str  # kept unless another value scores higher on every network
 
     @classmethod
@@ -74,6 +74,6 @@ def choice_text(rows: pd.DataFrame, rule: KnobRule) -> str:
         f"a value replaces `{rule.default}` where its mean is higher on every network; among "
         "several, the highest mean over the networks"
     )
-    pick = chosen(score, rule.default)
+    pick = chosen(score, rule.default).split(" ")[0]  # `percentile 99.99`: its parameter apart
     lines += ["", f"Chosen on validation ({rule_text}): `{rule.knob}={pick}`."]
     return "\n".join(lines)

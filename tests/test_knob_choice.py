@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import accuracy
-from knob_choice import KnobRule, chosen
+from knob_choice import KnobRule, choice_text, chosen
 
 RANGE = KnobRule("trainer.calibrate.act_range", "act_range", "max")
 
@@ -54,10 +54,10 @@ def test_the_preset_table_prints_the_means_and_the_value_its_rows_choose(
         ("resnet20", 4, "max", 90.0),
         ("resnet20", 4, "mse", 91.0),
         ("resnet20", 8, "mse", 93.0),
-        ("resnet20", 4, "percentile", 89.0),
+        ("resnet20", 4, "percentile 99.99", 89.0),
         ("mobilenet_v2", 4, "max", 80.0),
         ("mobilenet_v2", 4, "mse", 81.0),
-        ("mobilenet_v2", 4, "percentile", 85.0),
+        ("mobilenet_v2", 4, "percentile 99.99", 85.0),
     ]
     frame = pd.DataFrame(
         [
@@ -90,5 +90,19 @@ def test_the_preset_table_prints_the_means_and_the_value_its_rows_choose(
     assert header[1:] == ["mobilenet_v2", "resnet20"]
     assert lines["mse"] == "| mse | 81.00 (1) | 92.00 (2) |"
     assert lines["max"] == "| max | 80.00 (1) | 90.00 (1) |"
-    assert lines["percentile"] == "| percentile | 85.00 (1) | 89.00 (1) |"
+    assert lines["percentile 99.99"] == "| percentile 99.99 | 85.00 (1) | 89.00 (1) |"
     assert text.rstrip().endswith("`trainer.calibrate.act_range=mse`.")
+
+
+def test_the_override_picked_leaves_the_values_parameter_out() -> None:
+    """The results column records `percentile 99.99` (the range and its percentile); the pick
+    is the override's value, `percentile`."""
+    rows = pd.DataFrame(
+        {
+            "model": ["resnet20", "resnet20", "mobilenet_v2", "mobilenet_v2"],
+            "bits": "W4A4",
+            "act_range": ["max", "percentile 99.99"] * 2,
+            "val_folded": [90.0, 91.0, 80.0, 82.0],
+        }
+    )
+    assert choice_text(rows, RANGE).endswith("`trainer.calibrate.act_range=percentile`.")
