@@ -170,7 +170,7 @@ def test_calibration_settings_split_post_training_runs_only() -> None:
     """trainer.calibrate changes nothing a QAT run computes: its keys stay as they were
     before the key existed; under trainer.schedule=ptq it splits the run key and the spec
     hash, and no schedule splits the float model."""
-    calibrate = "trainer.calibrate.act_range=mse"
+    calibrate = "trainer.calibrate.act_range=max"  # not the default (mse)
     assert _keys(calibrate) == _keys("trainer.schedule=qat") == _keys()
     ptq = _keys("trainer.schedule=ptq")
     ptq_mse = _keys("trainer.schedule=ptq", calibrate)

@@ -205,6 +205,7 @@ def test_a_bad_schedule_fails_with_one_line_and_no_row(tmp_path: Path, cache_dir
         (("trainer.calibrate.batches=0",), "trainer.calibrate.batches=0"),
         (("method=dorefa", "trainer.calibrate.rounding=adaround"), "method=dorefa"),
         (("method=brevitas", "trainer.calibrate.bias_correction=true"), "method=brevitas"),
+        (("method=brevitas", "trainer.calibrate.act_range=max"), "act_range=mse"),
     ],
 )
 def test_bad_calibration_settings_are_named_before_anything_runs(
@@ -216,6 +217,16 @@ def test_bad_calibration_settings_are_named_before_anything_runs(
         cfg = compose("config", overrides=["trainer.schedule=ptq", *overrides])
     with pytest.raises(ConfigError, match=re.escape(named)):
         check_schedule(cfg, build_spec(cfg))
+
+
+@pytest.mark.parametrize("method", ["gdrq", "brevitas"])
+def test_the_default_calibration_is_the_mse_range_and_any_method_takes_it(method: str) -> None:
+    """The default act_range is mse (the range the bench chose); a method another library
+    calibrates (brevitas) takes the defaults without an error."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["trainer.schedule=ptq", f"method={method}"])
+    assert cfg.trainer.calibrate.act_range == "mse"
+    check_schedule(cfg, build_spec(cfg))
 
 
 @pytest.mark.slow

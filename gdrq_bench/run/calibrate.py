@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gdrq_bench.config.errors import ConfigError
+from gdrq_bench.config.schema import CalibrateConfig
 from gdrq_bench.quant import (
     QUANT,
     QuantSpec,
@@ -59,6 +60,16 @@ def calibration_inputs(run: Run, count: int) -> list[Any]:
     return [move_batch(inputs, run.device) for inputs in batches]
 
 
+def library_steps(settings: DictConfig) -> bool:
+    """Whether trainer.calibrate's choices are left at their defaults: all a method whose
+    model another library builds and calibrates (Method.build) can take."""
+    defaults = CalibrateConfig()
+    return all(
+        settings[key] == getattr(defaults, key)
+        for key in ("act_range", "rounding", "bias_correction")
+    )
+
+
 def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:
     """trainer.schedule and, under PTQ, trainer.calibrate: values a run can take, for the
     run's method (one error naming the key, before anything trains)."""
@@ -81,15 +92,12 @@ def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:
             f"trainer.calibrate.percentile={settings.percentile!r} must be in (0, 100]"
         )
     method = get_method(spec.method)
-    default_steps = (settings.act_range, settings.rounding, settings.bias_correction) == (
-        "max",
-        "nearest",
-        False,
-    )
-    if method.build is not None and not default_steps:
+    if method.build is not None and not library_steps(settings):
+        defaults = CalibrateConfig()
         raise ConfigError(
             f"method={spec.method} calibrates its own model: trainer.calibrate takes only "
-            "batches there (act_range=max, rounding=nearest, bias_correction=false)"
+            f"batches there (act_range={defaults.act_range}, rounding={defaults.rounding}, "
+            f"bias_correction={str(defaults.bias_correction).lower()}, their defaults)"
         )
     if settings.rounding == "adaround" and method.build is None:
         probe = method.weight(spec, spec.w_bits, 1, 1) if method.weight else None

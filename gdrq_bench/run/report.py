@@ -127,9 +127,14 @@ def result_row(
 
 
 def _calibration_columns(run: Run) -> dict[str, Any]:
-    """Post-training quantization's calibration images and choices; empty under QAT."""
+    """Post-training quantization's calibration images and choices; empty under QAT, and the
+    choices empty where another library calibrates the model (Method.build: its own
+    statistics, none of trainer.calibrate's rules)."""
     if not is_ptq(run.cfg):
         return {"calib_samples": "", "act_range": "", "rounding": "", "bias_correction": ""}
+    if get_method(run.spec.method).build is not None:
+        choices = {"act_range": "", "rounding": "", "bias_correction": ""}
+        return {"calib_samples": run.calibration_samples or "", **choices}
     settings = run.cfg.trainer.calibrate
     act_range, rounding = settings.act_range, settings.rounding
     return {  # each with the knob that qualifies it: `percentile 99.99`, `adaround 1000`
