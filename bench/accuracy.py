@@ -45,7 +45,8 @@ footnote names the cells), or, where there is none, holds the test images' noise
 validation-split table. A preset with `validation_only: true` (one that chooses knobs) prints
 the validation-split tables alone; a preset's `goals` (a method: the widths where it must not
 beat GDRQ) add, under each test-split table, whether each goal's interval holds 0 or lies
-below it. A preset that `chooses` a knob (bench/knob_choice.py) prints, last, each value's
+below it; its `contrasts` (pairs of lines) add each pair's difference with its interval. A
+preset that `chooses` a knob (bench/knob_choice.py) prints, last, each value's
 mean validation top1 per network and the value its rule picks.
 """
 
@@ -71,6 +72,7 @@ from omegaconf import DictConfig
 
 from gdrq_bench.cli.sweep import GDRQ_RUN, load_preset, threads_per_job
 from gdrq_bench.config import CONFIG_DIR, quote_numeric_choice
+from gdrq_bench.config.schema import CalibrateConfig
 from gdrq_bench.quant import METHODS
 from gdrq_bench.reporting.results import COLUMNS, SPEC_COLUMNS
 from gdrq_bench.run.fp import float_cache_path
@@ -85,6 +87,7 @@ METHOD_ORDER = list(METHODS)  # the registry's order: the project's methods, the
 BREVITAS = "method=brevitas"
 REFERENCE = "gdrq"
 ADAROUND = "+adaround"  # a post-training line with learned rounding (trainer.calibrate)
+ACT_RANGE = "act="  # a post-training line whose activation range is not the default
 BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
 CLASSIFICATION = "classification.csv"  # the task whose runs keep per-image results
@@ -368,8 +371,10 @@ def knob_labels(group: pd.DataFrame) -> pd.Series:
 
 def ptq_variants(rows: pd.DataFrame) -> pd.Series:
     """Each post-training row's line: its method, then what sets it apart where it varies
-    (grouping's groups and clip rule for groups_only, an activation range other than max,
-    bias correction, learned rounding), e.g. `groups_only per_channel max +adaround`."""
+    (grouping's groups and clip rule for groups_only), then its calibration where it is not
+    gdrq-run's default (an activation range other than mse, `act=max`; bias correction;
+    learned rounding), e.g. `groups_only per_channel max act=max +adaround`."""
+    default_range = CalibrateConfig().act_range
 
     def variant(row: pd.Series) -> str:
         parts = [row.method]
@@ -377,8 +382,8 @@ def ptq_variants(rows: pd.DataFrame) -> pd.Series:
             parts.append(str(row.groups))
             if row.alpha_mode != "search":
                 parts.append(str(row.alpha_mode))
-        if row.act_range != "max":
-            parts.append(str(row.act_range))
+        if row.act_range != default_range:
+            parts.append(f"{ACT_RANGE}{row.act_range}")
         if str(row.bias_correction).lower() == "true":
             parts.append("+bias")
         if str(row.rounding).startswith("adaround"):
@@ -389,8 +394,11 @@ def ptq_variants(rows: pd.DataFrame) -> pd.Series:
 
 
 def reference_of(method: str) -> str:
-    """The line a method's is compared with: GDRQ's, rounded the same way."""
-    return f"{REFERENCE} {ADAROUND}" if method.endswith(ADAROUND) else REFERENCE
+    """The line a method's is compared with: GDRQ's, calibrated the same way (its activation
+    range, bias correction and rounding: the line's words from the first `act=` or `+`)."""
+    words = method.split(" ")
+    calibration = [i for i, word in enumerate(words) if word.startswith((ACT_RANGE, "+"))]
+    return " ".join([REFERENCE, *words[calibration[0] :]]) if calibration else REFERENCE
 
 
 def _budgets(rows: pd.DataFrame) -> pd.Series:
@@ -494,7 +502,7 @@ def _collapsed(group: pd.DataFrame) -> bool:
 
 
 def pooled_spread(quantized: pd.DataFrame, results: Path) -> tuple[PooledSpread | None, list[str]]:
-    """The seed spread of the per-seed difference to GDRQ (rounded alike: reference_of) pooled
+    """The seed spread of the per-seed difference to GDRQ (calibrated alike: reference_of) pooled
     over one network's cells
     (bit-width, method) where the two share >= 2 seeds (paired by seed), and the cells left
     out as collapsed: where either method's mean top1 is below half the float model's. A
@@ -654,6 +662,34 @@ def goals_table(quantized: pd.DataFrame, results: Path, goals: Goals) -> str:
     return "\n".join(lines)
 
 
+Contrasts = list[tuple[str, str]]  # (a line, the line it is measured against)
+
+
+def contrast_table(quantized: pd.DataFrame, results: Path, contrasts: Contrasts) -> str:
+    """A preset's `contrasts` (pairs of lines, e.g. the QL_2 search against min-max): at each
+    width of `quantized` (one budget of one network), the first line's top1 minus the
+    second's with the tables' interval (seeds paired; **bold** where it excludes 0), `—`
+    where a side has no rows."""
+    widths = bits_order(quantized.bits)
+    lines = [
+        "Contrasts (the preset's `contrasts`): the first line's top1 minus the second's, 95% "
+        "interval over seeds and test images, **bold** where it excludes 0.",
+        "",
+        f"| line minus line | {' | '.join(widths)} |",
+        "|---|" + "---:|" * len(widths),
+    ]
+    for line, against in contrasts:
+        cells = []
+        for bits in widths:
+            at_bits = quantized[quantized.bits == bits]
+            sides = [_by_seed(at_bits[at_bits.method == name], results) for name in (against, line)]
+            cells.append(
+                "—" if not all(seeds for seeds, _ in sides) else _cell(_versus(*sides, None))
+            )
+        lines.append(f"| {line} minus {against} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:
     """The † footnote: the cells the borrowed seed spread is pooled from, by bit-width."""
 
@@ -682,16 +718,18 @@ def tables(
     dataset: str | None = None,
     validation_only: bool = False,
     goals: Goals | None = None,
+    contrasts: Contrasts | None = None,
 ) -> None:
     """The tables of every task table in results_dir (of `dataset` only, if given):
-    classification's with the intervals (and `goals`' table), the other tasks' with their
-    metric's spread (`validation_only`: classification's validation-split tables alone)."""
+    classification's with the intervals (and the `goals` and `contrasts` tables), the other
+    tasks' with their metric's spread (`validation_only`: classification's validation-split
+    tables alone)."""
     found = task_tables(results_dir)
     if not found:
         print(f"No rows in {results_dir} yet: bench/accuracy.py run makes them.")
     for results in found:
         if results.name == CLASSIFICATION:
-            table(results, dataset, validation_only, goals)
+            table(results, dataset, validation_only, goals, contrasts)
         else:
             scores_table(results, dataset)
 
@@ -701,9 +739,10 @@ def table(
     dataset: str | None = None,
     validation_only: bool = False,
     goals: Goals | None = None,
+    contrasts: Contrasts | None = None,
 ) -> None:
     """Per network and float model, a table per fine-tuning budget (the longer-budget grid's
-    apart), each followed by its goals table (`goals`, where given) and its validation-split
+    apart), each followed by its goals and contrasts tables (where given) and its validation-split
     table where the runs held images out (`validation_only`: that table alone, for grids that
     choose a knob: no test figure)."""
     keep_correctness(results)
@@ -729,6 +768,8 @@ def table(
                 print(model_table(budget_rows, results) + "\n")
                 if goals:
                     print(goals_table(budget_rows, results, goals) + "\n")
+                if contrasts:
+                    print(contrast_table(budget_rows, results, contrasts) + "\n")
             held_out = budget_rows[budget_rows.val_samples.notna()]
             if not held_out.empty:
                 print(validation_table(held_out) + "\n")
@@ -815,8 +856,9 @@ def main(argv: list[str] | None = None) -> None:
         preset = load_preset(args.preset)
         validation_only = bool(preset.get("validation_only", False))
         goals = {method: [str(b) for b in at] for method, at in preset.get("goals", {}).items()}
+        contrasts = [(str(line), str(against)) for line, against in preset.get("contrasts", [])]
         results_dir = args.results or results_dir_of(args.preset)
-        tables(results_dir, args.dataset, validation_only, goals)
+        tables(results_dir, args.dataset, validation_only, goals, contrasts)
         rule = KnobRule.of_preset(preset)
         if rule and (results_dir / CLASSIFICATION).is_file():
             print(choice_text(latest_rows(results_dir / CLASSIFICATION, args.dataset), rule))

@@ -163,8 +163,9 @@ def steps(jobs: int) -> list[Step]:
             "The post-training step's float models and lines rounded to nearest (`minmax`, "
             "`groups_only per_channel max`, `groups_only per_channel`, `groups_only 4`, "
             "`gdrq`) at W4A8 and W4A4, calibration seed 0, each with the activation clips "
-            "from max |a| (`max`), the 99.99th percentile of |a| (`percentile`) and the QL_2 "
-            "optimum (`mse`): `trainer.calibrate.act_range`. Only the scores on the 5,000 "
+            "from max |a| (`act=max`), the 99.99th percentile of |a| (`act=percentile 99.99`) "
+            "and the QL_2 optimum (no label: `mse`, gdrq-run's default since this choice): "
+            "`trainer.calibrate.act_range`. Only the scores on the 5,000 "
             "held-out training images are shown (the rows hold the test split's too; no "
             "choice reads them). The rule (the preset's, written before its rows): per network, "
             "a range's score is its mean validation top1 over the five lines and two widths; "
@@ -187,7 +188,7 @@ def steps(jobs: int) -> list[Step]:
             "and GDRQ (`gdrq`: its Scale-Clip written into the weights, then its groups' "
             "search); first and last layer at 8 bits; the activation range the previous step "
             "chose (`trainer.calibrate.act_range`). Columns as in the accuracy step; the last "
-            "is each line's top1 minus GDRQ's rounded the same way, with its 95% interval "
+            "is each line's top1 minus GDRQ's calibrated the same way, with its 95% interval "
             "over seeds and test images (**bold** where it excludes 0); train s is a run's "
             "median calibration time. Rows in bench/results/fashion_ptq/.",
             _preset_commands("bench_fashion_ptq", jobs),

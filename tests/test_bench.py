@@ -559,12 +559,30 @@ def test_step_cost_gives_each_variant_as_a_ratio_of_the_float_step() -> None:
     assert f"| {result.train_ratios['GDRQ']:.2f} |" in line
 
 
+def test_contrasts_give_each_pairs_difference_with_its_interval(tmp_path: Path) -> None:
+    """A preset's contrasts: minmax (20 of 200 images worse than every gdrq seed) minus gdrq
+    is -10 points, bold, its one seed holding the images' noise alone; a pair with a side
+    that has no rows is a dash."""
+    results = _rows(tmp_path)
+    accuracy.keep_correctness(results)
+    rows = accuracy.latest_rows(results, "fashion_mnist")
+    quantized = rows[rows.bits != "W32A32"]
+    table = accuracy.contrast_table(quantized, results, [("minmax", "gdrq"), ("lsq", "gdrq")])
+    lines = table.splitlines()
+    assert lines[2] == "| line minus line | W4A4 |"
+    minmax, lsq = lines[4].split(" | "), lines[5].split(" | ")
+    assert minmax[0] == "| minmax minus gdrq" and minmax[1].startswith("**-10.00 [")
+    assert minmax[1].endswith(accuracy.IMAGES_ONLY + " |")
+    assert lsq == ["| lsq minus gdrq", "— |"]
+
+
 def test_ptq_lines_name_their_variant_and_compare_with_gdrq_rounded_alike(
     tmp_path: Path,
 ) -> None:
-    """Post-training rows: a line per variant (rounding, a groups_only grouping and clip),
-    a budget of none, and learned-rounding lines compared with GDRQ's learned-rounding line
-    (minmax +adaround, 20 of 200 images worse than gdrq +adaround: -10 points)."""
+    """Post-training rows: a line per variant (rounding, a groups_only grouping and clip, an
+    activation range other than the default), a budget of none, and each line compared with
+    GDRQ's calibrated alike (minmax +adaround, 20 of 200 images worse than gdrq +adaround:
+    -10 points; no GDRQ line at act_range=max)."""
     rng = np.random.default_rng(1)
     base = rng.random(200) < 0.9
     worse = base.copy()
@@ -581,7 +599,7 @@ def test_ptq_lines_name_their_variant_and_compare_with_gdrq_rounded_alike(
     frame = pd.read_csv(results)
     frame["schedule"] = "ptq"
     frame["rounding"] = ["nearest", "adaround 1000", "adaround 1000", "nearest"]
-    frame["act_range"] = ["max", "max", "max", "mse"]
+    frame["act_range"] = ["mse", "mse", "mse", "max"]
     frame["bias_correction"] = "false"
     frame["groups"] = ["4", "4", "1", "per_channel"]
     frame["alpha_mode"] = ["search", "search", "", "max"]
@@ -596,9 +614,12 @@ def test_ptq_lines_name_their_variant_and_compare_with_gdrq_rounded_alike(
     assert sorted(cells) == [
         "gdrq",
         "gdrq +adaround",
-        "groups_only per_channel max mse",
+        "groups_only per_channel max act=max",
         "minmax +adaround",
     ]
     assert cells["minmax +adaround"][6].startswith("**-10.00 [")
     assert cells["gdrq +adaround"][6] == "—"
-    assert cells["groups_only per_channel max mse"][6].startswith("+0.00 [")  # vs gdrq
+    assert cells["groups_only per_channel max act=max"][6] == "no GDRQ row yet"
+    assert accuracy.reference_of("minmax act=percentile 99.99 +bias") == (
+        "gdrq act=percentile 99.99 +bias"
+    )
