@@ -372,8 +372,8 @@ def knob_labels(group: pd.DataFrame) -> pd.Series:
 def ptq_variants(rows: pd.DataFrame) -> pd.Series:
     """Each post-training row's line: its method, then what sets it apart where it varies
     (grouping's groups and clip rule for groups_only), then its calibration where it is not
-    gdrq-run's default (an activation range other than mse, `act=max`; bias correction;
-    learned rounding), e.g. `groups_only per_channel max act=max +adaround`."""
+    gdrq-run's default (an activation range other than mse, `act=max`; BN re-estimation;
+    bias correction; learned rounding), e.g. `groups_only per_channel max act=max +adaround`."""
     default_range = CalibrateConfig().act_range
 
     def variant(row: pd.Series) -> str:
@@ -384,6 +384,8 @@ def ptq_variants(rows: pd.DataFrame) -> pd.Series:
                 parts.append(str(row.alpha_mode))
         if row.act_range != default_range:
             parts.append(f"{ACT_RANGE}{row.act_range}")
+        if str(row.get("bn_reestimate")).lower() == "true":  # tables from before: no column
+            parts.append("+bn")
         if str(row.bias_correction).lower() == "true":
             parts.append("+bias")
         if str(row.rounding).startswith("adaround"):

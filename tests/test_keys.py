@@ -177,6 +177,9 @@ def test_calibration_settings_split_post_training_runs_only() -> None:
     assert len({ptq[0], ptq_mse[0], _keys()[0]}) == 3
     assert len({ptq[1], ptq_mse[1], _keys()[1]}) == 3
     assert ptq[2] == ptq_mse[2] == _keys()[2]
+    # a calibration key added later splits nothing at its default, and splits at another value
+    assert _keys("trainer.schedule=ptq", "trainer.calibrate.bn_reestimate=false") == ptq
+    assert _keys("trainer.schedule=ptq", "trainer.calibrate.bn_reestimate=true")[1] != ptq[1]
 
 
 @pytest.mark.parametrize(

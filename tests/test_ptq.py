@@ -22,7 +22,7 @@ from gdrq_bench.config.schema import register_configs
 from gdrq_bench.quant import QuantSpec, quantize_model, quantized_layers
 from gdrq_bench.quant.act_ranges import ActivationSample, mse_clip, percentile_clip
 from gdrq_bench.quant.adaround import AdaRoundSettings, learned_levels
-from gdrq_bench.quant.ptq import calibrate_activations, correct_biases
+from gdrq_bench.quant.ptq import calibrate_activations, correct_biases, reestimate_batch_norms
 from gdrq_bench.run.calibrate import check_schedule
 from gdrq_bench.run.spec import build_spec
 
@@ -158,9 +158,45 @@ def test_bias_correction_shifts_each_bias_by_the_formula() -> None:
     assert error.abs().max() < 1e-5
 
 
+def test_bn_reestimation_takes_the_quantized_models_batch_statistics() -> None:
+    """conv -> BN -> ReLU -> conv, 4-bit: after re-estimation on two batches the BN's
+    running mean and variance are the average over the batches of the per-channel mean and
+    unbiased variance (over a batch's images and positions) of what the quantized model feeds
+    it, computed here from its captured inputs; its momentum is kept and the model is left in
+    eval mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3))
+    model.eval()
+    batches = [torch.randn(5, 3, 9, 9) * 3 + 1 for _ in range(2)]
+    qmodel = quantize_model(
+        model, QuantSpec(method="minmax", w_bits=4, a_bits=4, first_last_bits="same")
+    )
+    calibrate_activations(qmodel.eval(), batches, "max", 99.0, 64, torch.Generator())
+    norms = [module for module in qmodel.modules() if isinstance(module, nn.BatchNorm2d)]
+    seen: dict[int, list[torch.Tensor]] = {id(norm): [] for norm in norms}
+    handles = [
+        norm.register_forward_pre_hook(lambda m, inputs: seen[id(m)].append(inputs[0].clone()))
+        for norm in norms
+    ]
+    with torch.no_grad():
+        for batch in batches:
+            qmodel(batch)
+    for handle in handles:
+        handle.remove()
+    assert reestimate_batch_norms(qmodel, batches) == 1
+    for norm in norms:
+        per_batch = [x.double().transpose(0, 1).flatten(1) for x in seen[id(norm)]]
+        mean = torch.stack([values.mean(1) for values in per_batch]).mean(0)
+        variance = torch.stack([values.var(1) for values in per_batch]).mean(0)
+        assert torch.allclose(norm.running_mean.double(), mean, atol=1e-5)
+        assert torch.allclose(norm.running_var.double(), variance, rtol=1e-4)
+        assert norm.momentum == 0.1 and not norm.training
+
+
 @pytest.mark.slow
 def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir: Path) -> None:
-    """Every calibration step at once (MSE ranges, AdaRound, bias correction) on the digits:
+    """Every calibration step at once (MSE ranges, AdaRound, BN re-estimation, bias
+    correction) on the digits:
     the row says ptq with no fine-tuning and the calibration images, the fold holds and the
     exact ONNX graph equals the folded model; trainer.eval_quant=false scores the folded
     model alone (`quant` empty)."""
@@ -172,6 +208,7 @@ def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir:
         "trainer.calibrate.act_range=mse",
         "trainer.calibrate.rounding=adaround",
         "trainer.calibrate.adaround_iterations=5",
+        "trainer.calibrate.bn_reestimate=true",
         "trainer.calibrate.bias_correction=true",
         "trainer.eval_quant=false",
         "export=exact",
@@ -180,9 +217,10 @@ def test_ptq_run_calibrates_folds_and_exports_exactly(tmp_path: Path, cache_dir:
     (row,) = read_rows(tmp_path)
     assert row["quant"] == "" and float(row["folded"]) > 0
     assert (row["schedule"], row["finetune_epochs"], row["calib_samples"]) == ("ptq", "0", "32")
-    assert (row["act_range"], row["rounding"], row["bias_correction"]) == (
+    assert (row["act_range"], row["rounding"], row["bn_reestimate"], row["bias_correction"]) == (
         "mse",
         "adaround 5",
+        "true",
         "true",
     )
     assert row["fp_ft"] == "" and row["failed"] == ""
@@ -206,6 +244,7 @@ def test_a_bad_schedule_fails_with_one_line_and_no_row(tmp_path: Path, cache_dir
         (("method=dorefa", "trainer.calibrate.rounding=adaround"), "method=dorefa"),
         (("method=brevitas", "trainer.calibrate.bias_correction=true"), "method=brevitas"),
         (("method=brevitas", "trainer.calibrate.act_range=max"), "act_range=mse"),
+        (("method=brevitas", "trainer.calibrate.bn_reestimate=true"), "bn_reestimate=false"),
     ],
 )
 def test_bad_calibration_settings_are_named_before_anything_runs(

@@ -172,6 +172,9 @@ class CalibrateConfig:
     percentile: float = 99.99  # act_range=percentile: which one (0-100]
     rounding: str = "nearest"  # weights to the nearest level, or adaround (learned)
     adaround_iterations: int = 1000  # rounding=adaround: Adam steps per layer
+    # re-estimate each BatchNorm's running statistics through the quantized model on the
+    # calibration batches (AIMET's BN re-estimation), before bias correction
+    bn_reestimate: bool = False
     bias_correction: bool = False  # take each layer's mean output error out of its bias
 
 

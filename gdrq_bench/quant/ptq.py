@@ -1,7 +1,8 @@
 """Post-training quantization of a converted model on calibration batches, in the order a
 run applies it: activation ranges (act_ranges.py), then learned rounding of the weights
-(adaround.py), then bias correction (bias_correction.py). Each step reads the model as the
-steps before left it; the BN layers keep their running statistics (eval mode throughout)."""
+(adaround.py), then BN re-estimation, then bias correction (bias_correction.py). Each step
+reads the model as the steps before left it; the BN layers keep the float model's running
+statistics (eval mode throughout) unless they are re-estimated."""
 
 from __future__ import annotations
 
@@ -166,6 +167,35 @@ def adaround_model(
             name,
             100 * changed,
         )
+
+
+@torch.no_grad()
+def reestimate_batch_norms(qmodel: nn.Module, batches: list[Any]) -> int:
+    """Replace each BatchNorm's running statistics (those that track them) by the average over
+    `batches` of each batch's per-channel mean and unbiased variance of its inputs through the
+    quantized model (torch's momentum=None; its quantizers at their calibrated clips): the
+    statistics the deployed weights give, where
+    the float model's no longer match them (per-tensor 4-bit weights rescale whole
+    channels). Returns how many layers were re-estimated."""
+    norms = [
+        module
+        for module in qmodel.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+    ]
+    momenta = [norm.momentum for norm in norms]
+    qmodel.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+        norm.train()
+    try:
+        for batch in batches:
+            call_model(qmodel, batch)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        qmodel.eval()
+    return len(norms)
 
 
 def correct_biases(qmodel: nn.Module, float_model: nn.Module, batches: list[Any]) -> None:

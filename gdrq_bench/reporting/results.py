@@ -66,6 +66,8 @@ SPEC_COLUMNS = [KNOB_COLUMNS.get(name, name) for name in SPEC_KEYS]
 # the knobs up to `skip` were in the spec when its columns came; later ones go at the end (a
 # table's columns only grow at the end)
 FIRST_SPEC_COLUMNS = SPEC_COLUMNS[: SPEC_COLUMNS.index("skip") + 1]
+# the knobs up to `scale_clip_8bit` came before trainer.calibrate.bn_reestimate's column
+EARLY_SPEC_END = SPEC_COLUMNS.index("scale_clip_8bit") + 1
 COLUMNS = [
     *ROW_COLUMNS,
     *(column for column in FIRST_SPEC_COLUMNS if column not in ROW_COLUMNS),
@@ -88,7 +90,10 @@ COLUMNS = [
     "act_range",
     "rounding",
     "bias_correction",
-    *SPEC_COLUMNS[len(FIRST_SPEC_COLUMNS) :],  # knobs added since
+    *SPEC_COLUMNS[len(FIRST_SPEC_COLUMNS) : EARLY_SPEC_END],  # knobs added since
+    # under ptq, whether BN's statistics were re-estimated (trainer.calibrate.bn_reestimate)
+    "bn_reestimate",
+    *SPEC_COLUMNS[EARLY_SPEC_END:],  # knobs added after it
 ]
 
 

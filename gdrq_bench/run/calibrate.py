@@ -1,10 +1,11 @@
 """The calibrate stage of post-training quantization (trainer.schedule=ptq), in place of
 reshape and QAT: trainer.calibrate.batches training batches (never evaluation images) set
 each activation clip (calibrate.act_range), then the weights round to the nearest level or
-are learned (calibrate.rounding=adaround), then, with calibrate.bias_correction, each layer's
-mean output error leaves its bias. The weights' own clips are the method's, read off the
-float weights: per tensor, per channel or per group (grouping), by max |W| (minmax) or the
-QL_2 search (grouping.alpha=search).
+are learned (calibrate.rounding=adaround), then, with calibrate.bn_reestimate, each BN
+layer's statistics are measured again through the quantized model, then, with
+calibrate.bias_correction, each layer's mean output error leaves its bias. The weights' own
+clips are the method's, read off the float weights: per tensor, per channel or per group
+(grouping), by max |W| (minmax) or the QL_2 search (grouping.alpha=search).
 
 Under PTQ, GDRQ's Scale-Clip, which reshapes the network by training, is written into the
 float weights as one clip at k_w * s(W) (commit_scale_clip) before its groups are searched;
@@ -34,7 +35,12 @@ from gdrq_bench.quant import (
 from gdrq_bench.quant.act_ranges import RANGE_RULES
 from gdrq_bench.quant.adaround import AdaRoundSettings
 from gdrq_bench.quant.fold import move_batch
-from gdrq_bench.quant.ptq import adaround_model, calibrate_activations, correct_biases
+from gdrq_bench.quant.ptq import (
+    adaround_model,
+    calibrate_activations,
+    correct_biases,
+    reestimate_batch_norms,
+)
 from gdrq_bench.quant.weight_quant import GroupWeightQuantizer
 from gdrq_bench.run.budget import SCHEDULES, is_ptq, seed_stage
 from gdrq_bench.run.context import Run
@@ -66,7 +72,7 @@ def library_steps(settings: DictConfig) -> bool:
     defaults = CalibrateConfig()
     return all(
         settings[key] == getattr(defaults, key)
-        for key in ("act_range", "rounding", "bias_correction")
+        for key in ("act_range", "rounding", "bn_reestimate", "bias_correction")
     )
 
 
@@ -97,6 +103,7 @@ def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:
         raise ConfigError(
             f"method={spec.method} calibrates its own model: trainer.calibrate takes only "
             f"batches there (act_range={defaults.act_range}, rounding={defaults.rounding}, "
+            f"bn_reestimate={str(defaults.bn_reestimate).lower()}, "
             f"bias_correction={str(defaults.bias_correction).lower()}, their defaults)"
         )
     if settings.rounding == "adaround" and method.build is None:
@@ -129,14 +136,18 @@ def stage_calibrate(run: Run, qmodel: nn.Module, float_model: nn.Module) -> None
     if settings.rounding == "adaround":
         iterations = AdaRoundSettings(iterations=settings.adaround_iterations)
         adaround_model(qmodel, float_model, batches, iterations, generator)
+    if settings.bn_reestimate:
+        reestimate_batch_norms(qmodel, batches)
     if settings.bias_correction:
         correct_biases(qmodel, float_model, batches)
     run.stage_seconds[CALIBRATE] = time.perf_counter() - start
     log.info(
-        "calibrate: %d images, act_range=%s, rounding=%s, bias_correction=%s (%.1f s)",
+        "calibrate: %d images, act_range=%s, rounding=%s, bn_reestimate=%s, "
+        "bias_correction=%s (%.1f s)",
         run.calibration_samples,
         settings.act_range,
         settings.rounding,
+        settings.bn_reestimate,
         settings.bias_correction,
         run.stage_seconds[CALIBRATE],
     )

@@ -74,6 +74,7 @@ ADDED_KEY_DEFAULTS = {
     "plugins": [],
     "trainer.schedule": QAT,
     "method.scale_clip_8bit": True,
+    "trainer.calibrate.bn_reestimate": False,
 }
 _NO_DEFAULT = object()
 
@@ -167,9 +168,10 @@ def spec_hash(cfg: DictConfig, spec: QuantSpec) -> str:
     their seed: the leaderboard averages them, whatever command line set the knobs."""
     knobs = sorted(method_knobs(spec.method, post_training=is_ptq(cfg)))
     recipe_keys = ("calibrate", *FLOAT_TRAINER_KEYS) if is_ptq(cfg) else FINETUNE_RECIPE_KEYS
+    trainer = _without_added_defaults(_plain(cfg))["trainer"]
     parts = {
         "spec": {name: getattr(spec, name) for name in knobs},
-        "recipe": {key: _plain_value(cfg.trainer[key]) for key in recipe_keys},
+        "recipe": {key: trainer[key] for key in recipe_keys},
         "task": {key: _plain_value(cfg.task.get(key)) for key in AFTER_FLOAT_TASK_KEYS},
     }
     return _digest(parts)

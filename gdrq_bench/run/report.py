@@ -126,14 +126,17 @@ def result_row(
     }
 
 
+CALIBRATION_CHOICES = ("act_range", "rounding", "bn_reestimate", "bias_correction")
+
+
 def _calibration_columns(run: Run) -> dict[str, Any]:
     """Post-training quantization's calibration images and choices; empty under QAT, and the
     choices empty where another library calibrates the model (Method.build: its own
     statistics, none of trainer.calibrate's rules)."""
     if not is_ptq(run.cfg):
-        return {"calib_samples": "", "act_range": "", "rounding": "", "bias_correction": ""}
+        return {"calib_samples": "", **dict.fromkeys(CALIBRATION_CHOICES, "")}
     if get_method(run.spec.method).build is not None:
-        choices = {"act_range": "", "rounding": "", "bias_correction": ""}
+        choices = dict.fromkeys(CALIBRATION_CHOICES, "")
         return {"calib_samples": run.calibration_samples or "", **choices}
     settings = run.cfg.trainer.calibrate
     act_range, rounding = settings.act_range, settings.rounding
@@ -145,6 +148,7 @@ def _calibration_columns(run: Run) -> dict[str, Any]:
         "rounding": f"adaround {settings.adaround_iterations}"
         if rounding == "adaround"
         else rounding,
+        "bn_reestimate": str(settings.bn_reestimate).lower(),
         "bias_correction": str(settings.bias_correction).lower(),
     }
 
