@@ -181,16 +181,21 @@ def steps(jobs: int) -> list[Step]:
             "Post-training quantization on Fashion-MNIST",
             "The accuracy step's float models, nothing trained (`trainer.schedule=ptq`): 8 "
             "batches of 128 training images calibrate each run's activation clips, then the "
-            "weights round to the nearest level or are learned (AdaRound, `+adaround`); the "
+            "weights round to the nearest level or are learned (AdaRound, `+adaround`), and at "
+            "W4A8 and W4A4 each line rounded to nearest also re-estimates BN's statistics "
+            "through the quantized model (`+bn`); the "
             "calibration seed (which batches, AdaRound's draws) is 0, 1 or 2. Lines: per-tensor "
             "min-max (`minmax`), per-channel min-max (`groups_only per_channel max`), the "
             "per-channel and per-group QL_2 search (`groups_only per_channel`, `groups_only 4`) "
             "and GDRQ (`gdrq`: its Scale-Clip written into the weights, then its groups' "
             "search); first and last layer at 8 bits; the activation range the previous step "
-            "chose (`trainer.calibrate.act_range`). Columns as in the accuracy step; the last "
+            "chose (`trainer.calibrate.act_range`). Columns as in the accuracy step; vs GDRQ "
             "is each line's top1 minus GDRQ's calibrated the same way, with its 95% interval "
             "over seeds and test images (**bold** where it excludes 0); train s is a run's "
-            "median calibration time. Rows in bench/results/fashion_ptq/.",
+            "median calibration time. Under each table, the preset's `contrasts`: pairs of "
+            "lines with the same interval (the QL_2 search against per-tensor and per-channel "
+            "min-max; what Scale-Clip, AdaRound and BN re-estimation change). Rows in "
+            "bench/results/fashion_ptq/.",
             _preset_commands("bench_fashion_ptq", jobs),
         ),
         Step(
