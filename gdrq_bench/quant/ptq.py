@@ -174,9 +174,8 @@ def reestimate_batch_norms(qmodel: nn.Module, batches: list[Any]) -> int:
     """Replace each BatchNorm's running statistics (those that track them) by the average over
     `batches` of each batch's per-channel mean and unbiased variance of its inputs through the
     quantized model (torch's momentum=None; its quantizers at their calibrated clips): the
-    statistics the deployed weights give, where
-    the float model's no longer match them (per-tensor 4-bit weights rescale whole
-    channels). Returns how many layers were re-estimated."""
+    statistics the deployed weights give, where the float model's no longer match them
+    (per-tensor 4-bit weights rescale whole channels). Returns how many layers it set."""
     norms = [
         module
         for module in qmodel.modules()

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATE = "calibrate"  # the stage's name: its seed, its time in the row's train_s
 ROUNDINGS = ("nearest", "adaround")
+# trainer.calibrate's choices (besides how many batches): each a column of a PTQ row
+CALIBRATION_CHOICES = ("act_range", "rounding", "bn_reestimate", "bias_correction")
 
 
 def first_inputs(run: Run, loader: Any, count: int) -> list[Any]:
@@ -70,10 +72,7 @@ def library_steps(settings: DictConfig) -> bool:
     """Whether trainer.calibrate's choices are left at their defaults: all a method whose
     model another library builds and calibrates (Method.build) can take."""
     defaults = CalibrateConfig()
-    return all(
-        settings[key] == getattr(defaults, key)
-        for key in ("act_range", "rounding", "bn_reestimate", "bias_correction")
-    )
+    return all(settings[key] == getattr(defaults, key) for key in CALIBRATION_CHOICES)
 
 
 def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:

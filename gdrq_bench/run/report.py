@@ -19,6 +19,7 @@ from gdrq_bench.quant import FLOAT_BITS, QuantSpec, get_method, method_knobs
 from gdrq_bench.reporting import provenance
 from gdrq_bench.reporting.results import KNOB_COLUMNS, append_row, table_path
 from gdrq_bench.run.budget import finetune_epochs, is_ptq, stage_batches
+from gdrq_bench.run.calibrate import CALIBRATION_CHOICES
 from gdrq_bench.run.context import STAGES, VALIDATION, Run
 from gdrq_bench.run.keys import spec_hash
 from gdrq_bench.run.outcome import FloatModel, QuantizedResult
@@ -124,9 +125,6 @@ def result_row(
         "schedule": cfg.trainer.schedule,
         **_calibration_columns(run),
     }
-
-
-CALIBRATION_CHOICES = ("act_range", "rounding", "bn_reestimate", "bias_correction")
 
 
 def _calibration_columns(run: Run) -> dict[str, Any]:
