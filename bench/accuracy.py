@@ -671,25 +671,40 @@ def contrast_table(quantized: pd.DataFrame, results: Path, contrasts: Contrasts)
     """A preset's `contrasts` (pairs of lines, e.g. the QL_2 search against min-max): at each
     width of `quantized` (one budget of one network), the first line's top1 minus the
     second's with the tables' interval (seeds paired; **bold** where it excludes 0), `—`
-    where a side has no rows."""
+    where a side has no rows; the last column names the widths whose interval lies above or
+    below 0 (the sentences a summary may take from the row)."""
     widths = bits_order(quantized.bits)
     lines = [
         "Contrasts (the preset's `contrasts`): the first line's top1 minus the second's, 95% "
         "interval over seeds and test images, **bold** where it excludes 0.",
         "",
-        f"| line minus line | {' | '.join(widths)} |",
-        "|---|" + "---:|" * len(widths),
+        f"| line minus line | {' | '.join(widths)} | beyond the noise |",
+        "|---|" + "---:|" * len(widths) + "---|",
     ]
     for line, against in contrasts:
-        cells = []
+        intervals: dict[str, Interval | None] = {}
         for bits in widths:
             at_bits = quantized[quantized.bits == bits]
             sides = [_by_seed(at_bits[at_bits.method == name], results) for name in (against, line)]
-            cells.append(
-                "—" if not all(seeds for seeds, _ in sides) else _cell(_versus(*sides, None))
-            )
-        lines.append(f"| {line} minus {against} | " + " | ".join(cells) + " |")
+            if all(seeds for seeds, _ in sides):
+                intervals[bits] = _versus(*sides, None)
+        cells = [_cell(intervals[bits]) if bits in intervals else "—" for bits in widths]
+        lines.append(
+            f"| {line} minus {against} | " + " | ".join([*cells, _beyond_noise(intervals)]) + " |"
+        )
     return "\n".join(lines)
+
+
+def _beyond_noise(intervals: dict[str, Interval | None]) -> str:
+    """`higher at W4A8, W4A4; lower at W2A8`: the widths whose interval excludes 0, by sign;
+    `none` where every measured one holds 0, `—` where none was measured."""
+    measured = {bits: interval for bits, interval in intervals.items() if interval is not None}
+    if not measured:
+        return "—"
+    higher = [bits for bits, interval in measured.items() if interval.low > 0]
+    lower = [bits for bits, interval in measured.items() if interval.high < 0]
+    parts = [f"{word} at {', '.join(at)}" for word, at in (("higher", higher), ("lower", lower))]
+    return "; ".join(part for part, at in zip(parts, (higher, lower), strict=True) if at) or "none"
 
 
 def _borrowed_note(pooled: PooledSpread, collapsed: list[str]) -> str:

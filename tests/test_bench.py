@@ -569,11 +569,23 @@ def test_contrasts_give_each_pairs_difference_with_its_interval(tmp_path: Path) 
     quantized = rows[rows.bits != "W32A32"]
     table = accuracy.contrast_table(quantized, results, [("minmax", "gdrq"), ("lsq", "gdrq")])
     lines = table.splitlines()
-    assert lines[2] == "| line minus line | W4A4 |"
+    assert lines[2] == "| line minus line | W4A4 | beyond the noise |"
     minmax, lsq = lines[4].split(" | "), lines[5].split(" | ")
     assert minmax[0] == "| minmax minus gdrq" and minmax[1].startswith("**-10.00 [")
-    assert minmax[1].endswith(accuracy.IMAGES_ONLY + " |")
-    assert lsq == ["| lsq minus gdrq", "— |"]
+    assert minmax[1].endswith(accuracy.IMAGES_ONLY) and minmax[2] == "lower at W4A4 |"
+    assert lsq == ["| lsq minus gdrq", "—", "— |"]
+
+
+def test_beyond_the_noise_names_the_widths_by_the_sign_of_their_interval() -> None:
+    def interval(low: float, high: float) -> intervals.Interval:
+        return intervals.Interval((low + high) / 2, low, high, "seeds", 2.0)
+
+    cells = {"W8A8": interval(-0.1, 0.2), "W4A4": interval(0.5, 1.5), "W2A8": None}
+    assert accuracy._beyond_noise(cells) == "higher at W4A4"
+    cells["W3A8"] = interval(-3.0, -1.0)
+    assert accuracy._beyond_noise(cells) == "higher at W4A4; lower at W3A8"
+    assert accuracy._beyond_noise({"W8A8": interval(-0.1, 0.2)}) == "none"
+    assert accuracy._beyond_noise({"W8A8": None}) == "—"
 
 
 def test_ptq_lines_name_their_variant_and_compare_with_gdrq_rounded_alike(
