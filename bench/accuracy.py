@@ -88,6 +88,9 @@ BREVITAS = "method=brevitas"
 REFERENCE = "gdrq"
 ADAROUND = "+adaround"  # a post-training line with learned rounding (trainer.calibrate)
 ACT_RANGE = "act="  # a post-training line whose activation range is not the default
+# group clips that post-training quantization sets by the QL_2 search: a learned clip starts
+# from the search (group_clips.LearnedClip) and is never trained
+SEARCHED_CLIPS = ("search", "learned")
 BORROWED, IMAGES_ONLY = "†", "‡"  # a one-seed cell's seed spread: pooled; missing
 COLLAPSED = 0.5  # a cell whose mean top1 is below this share of the float's: not pooled
 CLASSIFICATION = "classification.csv"  # the task whose runs keep per-image results
@@ -380,7 +383,7 @@ def ptq_variants(rows: pd.DataFrame) -> pd.Series:
         parts = [row.method]
         if row.method == "groups_only":
             parts.append(str(row.groups))
-            if row.alpha_mode != "search":
+            if row.alpha_mode not in SEARCHED_CLIPS:
                 parts.append(str(row.alpha_mode))
         if row.act_range != default_range:
             parts.append(f"{ACT_RANGE}{row.act_range}")

@@ -588,6 +588,27 @@ def test_beyond_the_noise_names_the_widths_by_the_sign_of_their_interval() -> No
     assert accuracy._beyond_noise({"W8A8": None}) == "—"
 
 
+def test_a_post_training_learned_group_clip_is_named_as_the_search() -> None:
+    """Under PTQ a learned group clip is the QL_2 search's, never trained: its line is the
+    search's; a max clip and BN re-estimation are named."""
+    rows = pd.DataFrame(
+        {
+            "method": ["groups_only", "groups_only", "groups_only"],
+            "groups": ["4", "4", "per_channel"],
+            "alpha_mode": ["learned", "search", "max"],
+            "act_range": ["mse", "mse", "mse"],
+            "bias_correction": ["false"] * 3,
+            "rounding": ["nearest"] * 3,
+            "bn_reestimate": ["false", "false", "true"],
+        }
+    )
+    assert accuracy.ptq_variants(rows).tolist() == [
+        "groups_only 4",
+        "groups_only 4",
+        "groups_only per_channel max +bn",
+    ]
+
+
 def test_ptq_lines_name_their_variant_and_compare_with_gdrq_rounded_alike(
     tmp_path: Path,
 ) -> None:
