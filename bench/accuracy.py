@@ -570,10 +570,17 @@ def _seconds(values: pd.Series) -> str:
 def interval_to_reference(
     at_bits: pd.DataFrame, method: str, results: Path, pooled: PooledSpread | None
 ) -> Interval | None:
-    """One width's interval of `method` minus GDRQ rounded alike (None: a vector not kept)."""
-    reference = at_bits[at_bits.method == reference_of(method)]
-    group = at_bits[at_bits.method == method]
-    return _versus(_by_seed(reference, results), _by_seed(group, results), pooled)
+    """One width's interval of `method` minus GDRQ calibrated alike (None: a vector not
+    kept)."""
+    return interval_between(at_bits, method, reference_of(method), results, pooled)
+
+
+def interval_between(
+    at_bits: pd.DataFrame, line: str, against: str, results: Path, pooled: PooledSpread | None
+) -> Interval | None:
+    """One width's interval of line `line` minus line `against` (None: a vector not kept)."""
+    sides = (at_bits[at_bits.method == name] for name in (against, line))
+    return _versus(*(_by_seed(side, results) for side in sides), pooled)
 
 
 def model_table(rows: pd.DataFrame, results: Path) -> str:
@@ -688,9 +695,8 @@ def contrast_table(quantized: pd.DataFrame, results: Path, contrasts: Contrasts)
         intervals: dict[str, Interval | None] = {}
         for bits in widths:
             at_bits = quantized[quantized.bits == bits]
-            sides = [_by_seed(at_bits[at_bits.method == name], results) for name in (against, line)]
-            if all(seeds for seeds, _ in sides):
-                intervals[bits] = _versus(*sides, None)
+            if {line, against} <= set(at_bits.method):
+                intervals[bits] = interval_between(at_bits, line, against, results, None)
         cells = [_cell(intervals[bits]) if bits in intervals else "—" for bits in widths]
         lines.append(
             f"| {line} minus {against} | " + " | ".join([*cells, _beyond_noise(intervals)]) + " |"

@@ -68,11 +68,11 @@ def calibration_inputs(run: Run, count: int) -> list[Any]:
     return [move_batch(inputs, run.device) for inputs in batches]
 
 
-def library_steps(settings: DictConfig) -> bool:
-    """Whether trainer.calibrate's choices are left at their defaults: all a method whose
-    model another library builds and calibrates (Method.build) can take."""
+def calibration_defaults() -> dict[str, Any]:
+    """trainer.calibrate's choices at their defaults: all a method whose model another
+    library builds and calibrates (Method.build) can take."""
     defaults = CalibrateConfig()
-    return all(settings[key] == getattr(defaults, key) for key in CALIBRATION_CHOICES)
+    return {key: getattr(defaults, key) for key in CALIBRATION_CHOICES}
 
 
 def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:
@@ -97,13 +97,12 @@ def check_schedule(cfg: DictConfig, spec: QuantSpec) -> None:
             f"trainer.calibrate.percentile={settings.percentile!r} must be in (0, 100]"
         )
     method = get_method(spec.method)
-    if method.build is not None and not library_steps(settings):
-        defaults = CalibrateConfig()
+    defaults = calibration_defaults()
+    if method.build is not None and any(settings[key] != value for key, value in defaults.items()):
+        choices = ", ".join(f"{key}={str(value).lower()}" for key, value in defaults.items())
         raise ConfigError(
             f"method={spec.method} calibrates its own model: trainer.calibrate takes only "
-            f"batches there (act_range={defaults.act_range}, rounding={defaults.rounding}, "
-            f"bn_reestimate={str(defaults.bn_reestimate).lower()}, "
-            f"bias_correction={str(defaults.bias_correction).lower()}, their defaults)"
+            f"batches there ({choices}, their defaults)"
         )
     if settings.rounding == "adaround" and method.build is None:
         probe = method.weight(spec, spec.w_bits, 1, 1) if method.weight else None
