@@ -1,11 +1,21 @@
-"""Running gdrq-run from tests: a subprocess on the test's own cache and results directory."""
+"""Running gdrq-run from tests: a process of its own on the test's own cache and results
+directory.
+
+`gdrq_run` forks each run from a forkserver that has imported gdrq-run and torch once (Python's
+multiprocessing forkserver, which is single-threaded and has run nothing): a fresh process
+running gdrq-run's `main` on its own argv and environment, as the console script does, without
+the ~5 s of imports a new interpreter pays per run. Tests that need the console script itself
+(start-up hooks on PYTHONPATH, signals, launchers) start it with subprocess.
+"""
 
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from gdrq_bench.reporting.results import table_path
@@ -28,14 +38,43 @@ def gdrq_command(tmp_path: Path, *overrides: str) -> list[str]:
     ]
 
 
+RUN_TIMEOUT_S = 300
+_FORKSERVER = multiprocessing.get_context("forkserver")
+_FORKSERVER.set_forkserver_preload(["gdrq_bench.cli", "gdrq_bench.run"])
+
+
+def _run_main(argv: list[str], env: dict[str, str], stdout: str, stderr: str) -> None:
+    """In the forked process: gdrq-run's main on `argv` and `env`, its output to the files."""
+    from gdrq_bench.cli import main
+
+    os.environ.clear()
+    os.environ.update(env)
+    for stream, path in ((sys.stdout, stdout), (sys.stderr, stderr)):
+        stream.flush()
+        with open(path, "w") as target:
+            os.dup2(target.fileno(), stream.fileno())
+    sys.argv = argv
+    main()
+
+
 def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        gdrq_command(tmp_path, *overrides),
-        env=gdrq_env(cache_dir),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """A smoke run (gdrq_command) in a process forked from the forkserver: its exit code,
+    stdout and stderr, as subprocess.run would give them."""
+    argv = gdrq_command(tmp_path, *overrides)
+    with tempfile.TemporaryDirectory(prefix="gdrq-run-output-") as outputs:
+        stdout, stderr = Path(outputs, "stdout"), Path(outputs, "stderr")
+        process = _FORKSERVER.Process(
+            target=_run_main, args=(argv, gdrq_env(cache_dir), str(stdout), str(stderr))
+        )
+        process.start()
+        process.join(RUN_TIMEOUT_S)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired(argv, RUN_TIMEOUT_S)
+        return subprocess.CompletedProcess(
+            argv, process.exitcode, stdout.read_text(), stderr.read_text()
+        )
 
 
 def gdrq_run_with_modules(
@@ -53,7 +92,7 @@ def gdrq_run_with_modules(
         env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder), **(env or {})},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=RUN_TIMEOUT_S,
     )
 
 
