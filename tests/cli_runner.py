@@ -43,28 +43,33 @@ _FORKSERVER = multiprocessing.get_context("forkserver")
 _FORKSERVER.set_forkserver_preload(["gdrq_bench.cli", "gdrq_bench.run"])
 
 
-def _run_main(argv: list[str], env: dict[str, str], stdout: str, stderr: str) -> None:
-    """In the forked process: gdrq-run's main on `argv` and `env`, its output to the files."""
+def _run_main(
+    argv: list[str], env: dict[str, str], path: list[str], stdout: str, stderr: str
+) -> None:
+    """In the forked process: gdrq-run's main on `argv`, `env` and `path` first on sys.path
+    (as PYTHONPATH puts it), its output to the files."""
     from gdrq_bench.cli import main
 
     os.environ.clear()
     os.environ.update(env)
-    for stream, path in ((sys.stdout, stdout), (sys.stderr, stderr)):
+    sys.path[:0] = path
+    for stream, file in ((sys.stdout, stdout), (sys.stderr, stderr)):
         stream.flush()
-        with open(path, "w") as target:
+        with open(file, "w") as target:
             os.dup2(target.fileno(), stream.fileno())
     sys.argv = argv
     main()
 
 
-def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """A smoke run (gdrq_command) in a process forked from the forkserver: its exit code,
+def _forked(
+    argv: list[str], env: dict[str, str], path: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """gdrq-run's main on `argv` in a process forked from the forkserver: its exit code,
     stdout and stderr, as subprocess.run would give them."""
-    argv = gdrq_command(tmp_path, *overrides)
     with tempfile.TemporaryDirectory(prefix="gdrq-run-output-") as outputs:
         stdout, stderr = Path(outputs, "stdout"), Path(outputs, "stderr")
         process = _FORKSERVER.Process(
-            target=_run_main, args=(argv, gdrq_env(cache_dir), str(stdout), str(stderr))
+            target=_run_main, args=(argv, env, list(path), str(stdout), str(stderr))
         )
         process.start()
         process.join(RUN_TIMEOUT_S)
@@ -77,22 +82,28 @@ def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
         )
 
 
+def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """A smoke run (gdrq_command), forked."""
+    return _forked(gdrq_command(tmp_path, *overrides), gdrq_env(cache_dir))
+
+
 def gdrq_run_with_modules(
     tmp_path: Path, modules: dict[str, str], *overrides: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """A smoke run with `modules` (file name: source) on its PYTHONPATH: a sitecustomize that
-    breaks something on purpose at start-up, or a plugin named in `plugins=`; `env` adds to
-    its environment."""
+    """A smoke run with `modules` (file name: source) on its PYTHONPATH: a plugin named in
+    `plugins=` (forked), or a sitecustomize that breaks something on purpose at start-up
+    (which only a new interpreter imports: the console script in a subprocess); `env` adds
+    to its environment."""
     folder = tmp_path / "modules"
     folder.mkdir(exist_ok=True)
     for name, source in modules.items():
         (folder / name).write_text(source)
+    argv = gdrq_command(tmp_path, "logger=none", *overrides)
+    environment = {**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder), **(env or {})}
+    if "sitecustomize.py" not in modules:
+        return _forked(argv, environment, (str(folder),))
     return subprocess.run(
-        gdrq_command(tmp_path, "logger=none", *overrides),
-        env={**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
+        argv, env=environment, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
 
 
