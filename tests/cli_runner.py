@@ -5,7 +5,7 @@ directory.
 multiprocessing forkserver, which is single-threaded and has run nothing): a fresh process
 running gdrq-run's `main` on its own argv and environment, as the console script does, without
 the ~5 s of imports a new interpreter pays per run. Tests that need the console script itself
-(start-up hooks on PYTHONPATH, signals, launchers) start it with subprocess.
+(signals, launchers, thread settings) start it with subprocess.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def gdrq_command(tmp_path: Path, *overrides: str) -> list[str]:
 
 RUN_TIMEOUT_S = 300
 _FORKSERVER = multiprocessing.get_context("forkserver")
-_FORKSERVER.set_forkserver_preload(["gdrq_bench.cli", "gdrq_bench.run"])
+_FORKSERVER.set_forkserver_preload(["gdrq_bench.cli", "gdrq_bench.run", "onnx", "onnxruntime"])
 
 
 def _run_main(
@@ -90,21 +90,15 @@ def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
 def gdrq_run_with_modules(
     tmp_path: Path, modules: dict[str, str], *overrides: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """A smoke run with `modules` (file name: source) on its PYTHONPATH: a plugin named in
-    `plugins=` (forked), or a sitecustomize that breaks something on purpose at start-up
-    (which only a new interpreter imports: the console script in a subprocess); `env` adds
-    to its environment."""
+    """A smoke run, forked, with `modules` (file name: source) on its PYTHONPATH: plugins
+    named in `plugins=` (some break a stage on purpose); `env` adds to its environment."""
     folder = tmp_path / "modules"
     folder.mkdir(exist_ok=True)
     for name, source in modules.items():
         (folder / name).write_text(source)
     argv = gdrq_command(tmp_path, "logger=none", *overrides)
     environment = {**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder), **(env or {})}
-    if "sitecustomize.py" not in modules:
-        return _forked(argv, environment, (str(folder),))
-    return subprocess.run(
-        argv, env=environment, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
-    )
+    return _forked(argv, environment, (str(folder),))
 
 
 def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, str]]:

@@ -286,11 +286,13 @@ gdrq_bench.export.export_exact = broken
 
 @pytest.mark.slow
 def test_a_failed_export_keeps_the_trained_run(tmp_path: Path) -> None:
-    """An exact graph broken on purpose (one multiplier off by 0.1%, from a sitecustomize the
-    run imports at start-up) fails parity after training: the run exits non-zero with one
+    """An exact graph broken on purpose (one multiplier off by 0.1%, from a plugin the run
+    imports before it starts) fails parity after training: the run exits non-zero with one
     error line, its row is written marked failed with the difference found, and the folded
     model is kept in the run directory."""
-    result = gdrq_run_with_modules(tmp_path, {"sitecustomize.py": BROKEN_EXPORT}, "export=both")
+    result = gdrq_run_with_modules(
+        tmp_path, {"broken_export.py": BROKEN_EXPORT}, "plugins=[broken_export]", "export=both"
+    )
     assert result.returncode != 0
     (line,) = error_lines(result)
     assert "exact ONNX graph differs from the float32 folded model" in line

@@ -9,7 +9,8 @@ import pytest
 import torch
 from cli_runner import error_lines, gdrq_run_with_modules, read_rows
 
-# a sitecustomize that breaks the fold of one layer and prints how many inputs the check saw
+# a plugin that breaks the fold of one layer, caps the check at 48 inputs (256 in gdrq-run: a
+# float64 check of 256 costs ~30 s here) and prints how many inputs the check saw
 BROKEN_FOLD = """
 import sys
 
@@ -32,6 +33,7 @@ def counted(qmodel, folded, batches):
 
 
 fold.fold_layer, stages.verify_fold = broken, counted
+stages.FOLD_CHECK_INPUTS = 48
 """
 
 
@@ -39,15 +41,19 @@ fold.fold_layer, stages.verify_fold = broken, counted
 def test_a_fold_beyond_the_tolerance_fails_the_run_and_keeps_the_training(
     tmp_path: Path,
 ) -> None:
-    """A fold broken on purpose (one multiplier 0.1% off, from a sitecustomize the run imports
-    at start-up): the run exits non-zero with one line naming the layer, its row is written
+    """A fold broken on purpose (one multiplier 0.1% off, from a plugin the run imports before
+    it starts): the run exits non-zero with one line naming the layer, its row is written
     marked failed=fold with the error measured, the trained quantized model is kept, and no
-    export is made of the broken fold. The check ran on the first 256 inputs of the smoke
-    trainer's one evaluation batch of 300."""
-    modules = {"sitecustomize.py": BROKEN_FOLD}
-    result = gdrq_run_with_modules(tmp_path, modules, "export=exact", "trainer.eval_batch_size=300")
+    export is made of the broken fold. The check ran on the first FOLD_CHECK_INPUTS (48 here)
+    inputs of the smoke trainer's one evaluation batch of 64."""
+    result = gdrq_run_with_modules(
+        tmp_path,
+        {"broken_fold.py": BROKEN_FOLD},
+        "plugins=[broken_fold]",
+        "export=exact",
+    )
     assert result.returncode != 0
-    assert "fold check inputs: [256]" in result.stderr
+    assert "fold check inputs: [48]" in result.stderr
     (line,) = error_lines(result)
     assert "fold check failed: max relative difference " in line
     assert "> trainer.fold_tolerance=1e-06; first differing layer layer2.0.conv1 " in line

@@ -26,10 +26,10 @@ def _run(command: list[str], cache_dir: Path, **env: str) -> subprocess.Complete
 
 
 @pytest.mark.slow
-def test_joblib_grid_writes_four_rows_and_the_board_reads_them(tmp_path: Path) -> None:
+def test_joblib_grid_writes_a_row_per_job_and_the_board_reads_them(tmp_path: Path) -> None:
     preset = tmp_path / "grid.yaml"
     preset.write_text(
-        "overrides: [trainer=smoke, logger=none]\ngrids:\n  - method: gdrq,minmax\n    bits: 8,4\n"
+        "overrides: [trainer=smoke, logger=none]\ngrids:\n  - method: gdrq,minmax\n    bits: 4\n"
     )
     sweep = _run(
         [
@@ -47,15 +47,13 @@ def test_joblib_grid_writes_four_rows_and_the_board_reads_them(tmp_path: Path) -
     rows = read_rows(tmp_path)
     assert sorted((row["method"], row["w_bits"]) for row in rows) == [
         ("gdrq", "4"),
-        ("gdrq", "8"),
         ("minmax", "4"),
-        ("minmax", "8"),
     ]
-    # the float model is trained once and reused by the other three jobs
-    assert sorted(row["fp_source"] for row in rows) == ["cache", "cache", "cache", "trained"]
+    # the float model is trained once, by one of the two jobs running at once, and reused
+    assert sorted(row["fp_source"] for row in rows) == ["cache", "trained"]
     assert len({row["fp"] for row in rows}) == 1
 
-    assert "gdrq-run: the multirun wrote 4 row(s):" in sweep.stdout  # one table at the end
+    assert "gdrq-run: the multirun wrote 2 row(s):" in sweep.stdout  # one table at the end
     # smoke rows go to results/debug/, which the board reads only when pointed at it
     debug = tmp_path / "results" / "debug"
     # --include-dirty: this test's rows are -dirty whenever the checkout has uncommitted changes
