@@ -5,7 +5,7 @@ directory.
 multiprocessing forkserver, which is single-threaded and has run nothing): a fresh process
 running gdrq-run's `main` on its own argv and environment, as the console script does, without
 the ~5 s of imports a new interpreter pays per run. Tests that need the console script itself
-(signals, launchers, thread settings) start it with subprocess.
+(launchers) start it with subprocess.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def _run_main(
     os.environ.clear()
     os.environ.update(env)
     sys.path[:0] = path
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, as in a terminal
     for stream, file in ((sys.stdout, stdout), (sys.stderr, stderr)):
         stream.flush()
         with open(file, "w") as target:
@@ -61,30 +63,41 @@ def _run_main(
     main()
 
 
-def _forked(
+def start_forked(
+    argv: list[str], env: dict[str, str], outputs: Path, path: tuple[str, ...] = ()
+) -> multiprocessing.Process:
+    """gdrq-run's main on `argv`, started in a process forked from the forkserver; its stdout
+    and stderr go to outputs/stdout and outputs/stderr."""
+    files = (str(outputs / "stdout"), str(outputs / "stderr"))
+    process = _FORKSERVER.Process(target=_run_main, args=(argv, env, list(path), *files))
+    process.start()
+    return process
+
+
+def forked_run(
     argv: list[str], env: dict[str, str], path: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
     """gdrq-run's main on `argv` in a process forked from the forkserver: its exit code,
     stdout and stderr, as subprocess.run would give them."""
-    with tempfile.TemporaryDirectory(prefix="gdrq-run-output-") as outputs:
-        stdout, stderr = Path(outputs, "stdout"), Path(outputs, "stderr")
-        process = _FORKSERVER.Process(
-            target=_run_main, args=(argv, env, list(path), str(stdout), str(stderr))
-        )
-        process.start()
+    with tempfile.TemporaryDirectory(prefix="gdrq-run-output-") as folder:
+        outputs = Path(folder)
+        process = start_forked(argv, env, outputs, path)
         process.join(RUN_TIMEOUT_S)
         if process.exitcode is None:
             process.kill()
             process.join()
             raise subprocess.TimeoutExpired(argv, RUN_TIMEOUT_S)
         return subprocess.CompletedProcess(
-            argv, process.exitcode, stdout.read_text(), stderr.read_text()
+            argv,
+            process.exitcode,
+            (outputs / "stdout").read_text(),
+            (outputs / "stderr").read_text(),
         )
 
 
 def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """A smoke run (gdrq_command), forked."""
-    return _forked(gdrq_command(tmp_path, *overrides), gdrq_env(cache_dir))
+    return forked_run(gdrq_command(tmp_path, *overrides), gdrq_env(cache_dir))
 
 
 def gdrq_run_with_modules(
@@ -98,7 +111,7 @@ def gdrq_run_with_modules(
         (folder / name).write_text(source)
     argv = gdrq_command(tmp_path, "logger=none", *overrides)
     environment = {**gdrq_env(tmp_path / "cache"), "PYTHONPATH": str(folder), **(env or {})}
-    return _forked(argv, environment, (str(folder),))
+    return forked_run(argv, environment, (str(folder),))
 
 
 def read_rows(tmp_path: Path, task: str = "classification") -> list[dict[str, str]]:

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import statistics
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ import accuracy
 import export_cost
 import intervals
 import step_cost
-from cli_runner import gdrq_command, gdrq_env
+from cli_runner import forked_run, gdrq_command, gdrq_env
 
 
 def test_a_methods_knobs_vary_on_one_float_model() -> None:
@@ -365,7 +364,7 @@ def test_a_float_model_counts_as_cached_where_gdrq_run_caches_it(
     monkeypatch.setenv("GDRQ_CACHE", str(cache))
     command = gdrq_command(tmp_path, "logger=none", "bits=32", f"trainer.threads={threads + 1}")
     assert not accuracy.float_model_cached(command)
-    result = subprocess.run(command, env=gdrq_env(cache), capture_output=True, text=True)
+    result = forked_run(command, gdrq_env(cache))
     assert result.returncode == 0, result.stderr[-2000:]
     assert accuracy.float_model_cached(command)
     assert torch.get_num_threads() == threads  # left as it was

@@ -4,13 +4,14 @@ again with trainer.resume=true writes the row an uninterrupted run writes."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from cli_runner import gdrq_command, gdrq_env, gdrq_run, read_rows
+from cli_runner import gdrq_command, gdrq_env, gdrq_run, read_rows, start_forked
 
 # Long enough stages that the kill lands between qat epochs, short enough for CI.
 STAGES = (
@@ -25,24 +26,17 @@ STAGES = (
 def _stop_after_first_qat_epoch(
     workdir: Path, cache_dir: Path, stop: signal.Signals
 ) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(
-        gdrq_command(workdir, *STAGES),
-        env=gdrq_env(cache_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a shell's background job inherits SIGINT ignored, and Python then keeps it ignored:
-        # give the run the terminal's default, as when a user presses Ctrl-C
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    command = gdrq_command(workdir, *STAGES)
+    process = start_forked(command, gdrq_env(cache_dir), workdir.parent)
     checkpoints = cache_dir / "checkpoints"
     deadline = time.monotonic() + 240
-    while not list(checkpoints.glob("*/qat.pt")) and process.poll() is None:
+    while not list(checkpoints.glob("*/qat.pt")) and process.is_alive():
         assert time.monotonic() < deadline, "no qat checkpoint appeared"
         time.sleep(0.01)
-    process.send_signal(stop)
-    _, stderr = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    os.kill(process.pid, stop)
+    process.join(120)
+    stderr = (workdir.parent / "stderr").read_text()
+    return subprocess.CompletedProcess(command, process.exitcode, "", stderr)
 
 
 @pytest.fixture(scope="module")
