@@ -9,8 +9,7 @@ import pytest
 import torch
 from cli_runner import error_lines, gdrq_run_with_modules, read_rows
 
-# a plugin that breaks the fold of one layer, caps the check at 48 inputs (256 in gdrq-run: a
-# float64 check of 256 costs ~30 s here) and prints how many inputs the check saw
+# a plugin that breaks the fold of one layer and prints how many inputs the check saw
 BROKEN_FOLD = """
 import sys
 
@@ -33,7 +32,6 @@ def counted(qmodel, folded, batches):
 
 
 fold.fold_layer, stages.verify_fold = broken, counted
-stages.FOLD_CHECK_INPUTS = 48
 """
 
 
@@ -44,13 +42,14 @@ def test_a_fold_beyond_the_tolerance_fails_the_run_and_keeps_the_training(
     """A fold broken on purpose (one multiplier 0.1% off, from a plugin the run imports before
     it starts): the run exits non-zero with one line naming the layer, its row is written
     marked failed=fold with the error measured, the trained quantized model is kept, and no
-    export is made of the broken fold. The check ran on the first FOLD_CHECK_INPUTS (48 here)
+    export is made of the broken fold. The check ran on the first trainer.fold_check_inputs
     inputs of the smoke trainer's one evaluation batch of 64."""
     result = gdrq_run_with_modules(
         tmp_path,
         {"broken_fold.py": BROKEN_FOLD},
         "plugins=[broken_fold]",
         "export=exact",
+        "trainer.fold_check_inputs=48",
     )
     assert result.returncode != 0
     assert "fold check inputs: [48]" in result.stderr

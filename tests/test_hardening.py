@@ -154,6 +154,8 @@ def test_bad_config_is_one_line_naming_the_key(
         ("method.k_a=0", "method.k_a=0.0 must be > 0"),
         ("method.k_w=-1", "method.k_w=-1.0 must be > 0"),
         ("dataset.on_bad_sample=ignore", "dataset.on_bad_sample=ignore"),
+        ("trainer.fold_check_inputs=0", "trainer.fold_check_inputs=0 must be >= 1"),
+        ("trainer.fold_check_batches=0", "trainer.fold_check_batches=0 must be >= 1"),
     ],
 )
 def test_bad_value_is_refused_before_training_naming_the_key(

@@ -45,6 +45,7 @@ def test_every_trainer_key_is_placed_once() -> None:
         "grouping=g8",
         "trainer.qat.epochs=9",
         "trainer.fold_check_batches=3",
+        "trainer.fold_check_inputs=64",
         "results_dir=elsewhere",
     ],
 )
@@ -157,6 +158,7 @@ def test_a_key_added_at_its_neutral_value_leaves_earlier_caches_valid(key_of) ->
     earlier = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # no schema
     del earlier.dataset["holdout"]
     del earlier["plugins"]
+    del earlier.trainer["fold_check_inputs"]
     assert key_of(cfg) == key_of(earlier)
     assert key_of(_config("dataset.holdout=100")) != key_of(cfg)
 
@@ -180,6 +182,15 @@ def test_calibration_settings_split_post_training_runs_only() -> None:
     # a calibration key added later splits nothing at its default, and splits at another value
     assert _keys("trainer.schedule=ptq", "trainer.calibrate.bn_reestimate=false") == ptq
     assert _keys("trainer.schedule=ptq", "trainer.calibrate.bn_reestimate=true")[1] != ptq[1]
+
+
+def test_other_fold_check_inputs_split_the_run_key_alone() -> None:
+    """trainer.fold_check_inputs=256 is what runs checked before the key existed; another
+    count changes the row's fold_err, so it splits the run's checkpoints, not the float model
+    nor the spec hash (the same configuration, checked on other inputs)."""
+    assert _keys("trainer.fold_check_inputs=256") == _keys()
+    other = _keys("trainer.fold_check_inputs=32")
+    assert other[0] != _keys()[0] and other[1:] == _keys()[1:]
 
 
 @pytest.mark.parametrize(

@@ -195,9 +195,11 @@ class TrainerConfig:
     finetune_batches: int | None = None
     max_eval_batches: int | None = None
     # evaluation batches the BN fold is checked on; the classification presets (default,
-    # fashion, smoke) check it on 1 batch (256 images; fashion's 500), the other tasks' small
-    # batches on 2
+    # fashion, smoke) check it on 1 batch, the other tasks' small batches on 2
     fold_check_batches: int = 2
+    # the first inputs of each of those batches the check runs: float64 costs several times
+    # float32 on a CPU, and a fold error shows on any input (the smoke trainer checks 32)
+    fold_check_inputs: int = 256
     # the largest fold error (float64, relative to each output's largest magnitude) a run
     # accepts: above it the run fails after training, naming the first layer that differs
     fold_tolerance: float = 1e-6

@@ -42,6 +42,7 @@ AFTER_FLOAT_TRAINER_KEYS = (
     "finetune_batches",
     "max_eval_batches",
     "fold_check_batches",
+    "fold_check_inputs",
     "fold_tolerance",
     "threads",
     "fused_kernels",
@@ -75,6 +76,7 @@ ADDED_KEY_DEFAULTS = {
     "trainer.schedule": QAT,
     "method.scale_clip_8bit": True,
     "trainer.calibrate.bn_reestimate": False,
+    "trainer.fold_check_inputs": 256,
 }
 _NO_DEFAULT = object()
 

@@ -69,6 +69,9 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> RunSetup:
     if cfg.model.pretrained and cfg.model.checkpoint:
         raise ConfigError("model.pretrained=true and model.checkpoint are both set; choose one")
     check_output_dirs(cfg)
+    for key in ("fold_check_batches", "fold_check_inputs"):
+        if not cfg.trainer[key] >= 1:
+            raise ConfigError(f"trainer.{key}={cfg.trainer[key]!r} must be >= 1")
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     use_fused_kernels(cfg.trainer.fused_kernels)

@@ -35,9 +35,6 @@ from gdrq_bench.training import distributed
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCHES = 8  # training batches an outside method's model is calibrated on
-# Inputs per fold-check batch, a larger evaluation batch cut to its first ones: float64 runs
-# several times slower than float32 on a CPU, and a fold error shows on any input.
-FOLD_CHECK_INPUTS = 256
 QUANTIZED_MODEL = "quantized_model.pt"  # the trained model's state_dict, kept when its fold fails
 
 
@@ -113,14 +110,17 @@ class Fold:
 
 
 def stage_fold(run: Run, qmodel: nn.Module) -> Fold:
-    """Fold BN into the quantized model and check it on evaluation batches (at most
-    FOLD_CHECK_INPUTS inputs each). A fold error above trainer.fold_tolerance does not lose
+    """Fold BN into the quantized model and check it on evaluation batches (their first
+    trainer.fold_check_inputs inputs each). A fold error above trainer.fold_tolerance does not lose
     the training: the trained quantized model is kept in the run directory, the failure names
     the first layer that differs, and the run goes on to its evaluations and its row (marked
     failed=fold), without an export."""
     qmodel.eval()
-    loader, count = run.task.eval_loader(), run.cfg.trainer.fold_check_batches
-    batches = [inputs[:FOLD_CHECK_INPUTS] for inputs in first_inputs(run, loader, count)]
+    loader, trainer = run.task.eval_loader(), run.cfg.trainer
+    batches = [
+        inputs[: trainer.fold_check_inputs]
+        for inputs in first_inputs(run, loader, trainer.fold_check_batches)
+    ]
     folded = fold_model(qmodel)
     check = verify_fold(run.task.fold_probe(qmodel), run.task.fold_probe(folded), batches)
     log.info("fold check (float64): max_abs %.3g, max_rel %.3g", check["max_abs"], check["max_rel"])
