@@ -55,8 +55,9 @@ lint: install
 
 # Two pytest workers of one torch thread each: the slowest tests run gdrq-run in processes of
 # their own (forked from a forkserver that imported it once: tests/cli_runner.py), mostly
-# single-threaded work, so two at once fill 2 cores better than one with 2 threads; worksteal hands the slow files' tests to whichever worker is idle; the 15 slowest
-# tests are listed at the end, so a CI log shows where the suite's time goes.
+# single-threaded work, so two at once fill 2 cores better than one with 2 threads;
+# worksteal hands the slow files' tests to whichever worker is idle; the 15 slowest tests are
+# listed at the end, so a CI log shows where the suite's time goes.
 # The docs site from docs/ (mkdocs.yml): --strict fails on a broken link or anchor, or a page
 # missing from the navigation; tests/test_docs.py checks what the pages show against the code.
 docs: install

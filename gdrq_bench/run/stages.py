@@ -111,10 +111,10 @@ class Fold:
 
 def stage_fold(run: Run, qmodel: nn.Module) -> Fold:
     """Fold BN into the quantized model and check it on evaluation batches (their first
-    trainer.fold_check_inputs inputs each). A fold error above trainer.fold_tolerance does not lose
-    the training: the trained quantized model is kept in the run directory, the failure names
-    the first layer that differs, and the run goes on to its evaluations and its row (marked
-    failed=fold), without an export."""
+    trainer.fold_check_inputs inputs each). A fold error above trainer.fold_tolerance does
+    not lose the training: the trained quantized model is kept in the run directory, the
+    failure names the first layer that differs, and the run goes on to its evaluations and
+    its row (marked failed=fold), without an export."""
     qmodel.eval()
     loader, trainer = run.task.eval_loader(), run.cfg.trainer
     batches = [
