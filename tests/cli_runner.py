@@ -74,25 +74,28 @@ def start_forked(
     return process
 
 
+def finished_run(
+    process: multiprocessing.Process, argv: list[str], outputs: Path, timeout: float
+) -> subprocess.CompletedProcess:
+    """A process start_forked started, waited for (killed past `timeout` seconds, as
+    subprocess.run's timeout): its exit code, stdout and stderr, as subprocess.run gives them."""
+    process.join(timeout)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        raise subprocess.TimeoutExpired(argv, timeout)
+    return subprocess.CompletedProcess(
+        argv, process.exitcode, (outputs / "stdout").read_text(), (outputs / "stderr").read_text()
+    )
+
+
 def forked_run(
     argv: list[str], env: dict[str, str], path: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
-    """gdrq-run's main on `argv` in a process forked from the forkserver: its exit code,
-    stdout and stderr, as subprocess.run would give them."""
+    """gdrq-run's main on `argv` in a process forked from the forkserver, run to its end."""
     with tempfile.TemporaryDirectory(prefix="gdrq-run-output-") as folder:
         outputs = Path(folder)
-        process = start_forked(argv, env, outputs, path)
-        process.join(RUN_TIMEOUT_S)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-            raise subprocess.TimeoutExpired(argv, RUN_TIMEOUT_S)
-        return subprocess.CompletedProcess(
-            argv,
-            process.exitcode,
-            (outputs / "stdout").read_text(),
-            (outputs / "stderr").read_text(),
-        )
+        return finished_run(start_forked(argv, env, outputs, path), argv, outputs, RUN_TIMEOUT_S)
 
 
 def gdrq_run(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:

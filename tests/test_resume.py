@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_runner import gdrq_command, gdrq_env, gdrq_run, read_rows, start_forked
+from cli_runner import finished_run, gdrq_command, gdrq_env, gdrq_run, read_rows, start_forked
 
 # Long enough stages that the kill lands between qat epochs, short enough for CI.
 STAGES = (
@@ -26,17 +26,15 @@ STAGES = (
 def _stop_after_first_qat_epoch(
     workdir: Path, cache_dir: Path, stop: signal.Signals
 ) -> subprocess.CompletedProcess:
-    command = gdrq_command(workdir, *STAGES)
-    process = start_forked(command, gdrq_env(cache_dir), workdir.parent)
+    command, outputs = gdrq_command(workdir, *STAGES), workdir.parent
+    process = start_forked(command, gdrq_env(cache_dir), outputs)
     checkpoints = cache_dir / "checkpoints"
     deadline = time.monotonic() + 240
     while not list(checkpoints.glob("*/qat.pt")) and process.is_alive():
         assert time.monotonic() < deadline, "no qat checkpoint appeared"
         time.sleep(0.01)
     os.kill(process.pid, stop)
-    process.join(120)
-    stderr = (workdir.parent / "stderr").read_text()
-    return subprocess.CompletedProcess(command, process.exitcode, "", stderr)
+    return finished_run(process, command, outputs, 120)
 
 
 @pytest.fixture(scope="module")
