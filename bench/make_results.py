@@ -2,8 +2,8 @@
 
     python bench/make_results.py [--steps STEP,...] [--jobs 2] [--tables-only]
 
-STEP: float_recipe, choices, accuracy, ptq_range, ptq, digits, shapes, cost, export or eval
-(default: every step, in that order).
+STEP: float_recipe, choices, accuracy, ptq_range, ptq, digits, shapes, cost, export, eval or
+time (default: every step, in that order; time reads the others' rows, so it comes last).
 
 Each step's commands run in turn; what the last command of a step prints (a Markdown table)
 is kept in bench/out/<step>.md with the commands and their wall time, and RESULTS.md is
@@ -32,6 +32,10 @@ import torch
 
 from gdrq_bench.reporting.provenance import git_sha
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench's own modules, when imported
+import float_recipe
+from accuracy import results_dir_of
+
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 PY = "python"  # shown in RESULTS.md; run with this interpreter
@@ -43,6 +47,12 @@ class Step:
     title: str
     about: str
     commands: tuple[tuple[str, ...], ...]  # the last one prints the section's table
+    results: str | None = None  # RESULTS_DIR[:DATASET] of the rows its runs write, if any
+
+
+def _preset_results(preset: str, dataset: str | None = None) -> str:
+    """Where a preset's rows are, for bench/bench_time.py: its results folder (one data set)."""
+    return f"{results_dir_of(preset)}:{dataset}" if dataset else str(results_dir_of(preset))
 
 
 def _preset_commands(preset: str, jobs: int, *table_args: str) -> tuple[tuple[str, ...], ...]:
@@ -54,7 +64,7 @@ def _preset_commands(preset: str, jobs: int, *table_args: str) -> tuple[tuple[st
 
 
 def steps(jobs: int) -> list[Step]:
-    return [
+    running = [
         Step(
             "float_recipe",
             "Float recipe: epochs to a plateau, chosen on a validation split",
@@ -101,6 +111,7 @@ def steps(jobs: int) -> list[Step]:
                 ),
                 (PY, "bench/float_recipe.py", "table"),
             ),
+            str(float_recipe.RESULTS_DIR),
         ),
         Step(
             "choices",
@@ -122,6 +133,7 @@ def steps(jobs: int) -> list[Step]:
             "`scale_clip_8bit` reshapes no layer below 8 bits. Rows in "
             "bench/results/fashion_choices/.",
             _preset_commands("bench_fashion_choices", jobs),
+            _preset_results("bench_fashion_choices"),
         ),
         Step(
             "accuracy",
@@ -156,6 +168,7 @@ def steps(jobs: int) -> list[Step]:
             "figures any choice is made on. train s: a run's median training seconds (one "
             "thread, two runs sharing the two cores). Rows in bench/results/fashion/.",
             _preset_commands("bench_fashion", jobs),
+            _preset_results("bench_fashion"),
         ),
         Step(
             "ptq_range",
@@ -175,6 +188,7 @@ def steps(jobs: int) -> list[Step]:
             "pinned in preset bench_fashion_ptq. Rows in "
             "bench/results/fashion_ptq_range/.",
             _preset_commands("bench_fashion_ptq_range", jobs),
+            _preset_results("bench_fashion_ptq_range"),
         ),
         Step(
             "ptq",
@@ -197,6 +211,7 @@ def steps(jobs: int) -> list[Step]:
             "min-max; what Scale-Clip, AdaRound and BN re-estimation change). Rows in "
             "bench/results/fashion_ptq/.",
             _preset_commands("bench_fashion_ptq", jobs),
+            _preset_results("bench_fashion_ptq"),
         ),
         Step(
             "digits",
@@ -207,6 +222,7 @@ def steps(jobs: int) -> list[Step]:
             "reshape 2 and QAT 4 with Scale-Clip, QAT 6 without), one float model "
             "(`fp_seed=0`), seeds 0, 1 and 2 at every width; columns as above.",
             _preset_commands("bench_digits", jobs, "--dataset", "digits"),
+            _preset_results("bench_digits", "digits"),
         ),
         Step(
             "shapes",
@@ -222,6 +238,7 @@ def steps(jobs: int) -> list[Step]:
             "scene is many points), so only large differences mean anything. Rows in "
             "bench/results/shapes/.",
             _preset_commands("bench_shapes", jobs),
+            _preset_results("bench_shapes"),
         ),
         Step(
             "cost",
@@ -244,6 +261,24 @@ def steps(jobs: int) -> list[Step]:
             ((PY, "bench/eval_cost.py"),),
         ),
     ]
+    return [*running, time_step(running, jobs)]
+
+
+def time_step(running: list[Step], jobs: int) -> Step:
+    """The last section: what the steps' runs cost, from their rows (bench/bench_time.py)."""
+    located = [f"{step.name}={step.results}" for step in running if step.results]
+    return Step(
+        "time",
+        "What make bench costs",
+        "The hours the steps' runs took, read from their rows (bench/bench_time.py): a run "
+        "costs the time from its run directory's start stamp to its `finished_at`, or its "
+        "training seconds where a run resumed across several pieces took longer; a float "
+        "model that a later step trained again counts once, where it was first trained; hours "
+        f"at --jobs {jobs} are the hours of one core over {jobs} (one thread per run). A step "
+        "whose grid is not complete counts the rows it has. The steps without rows (cost, "
+        "export, eval) take minutes: their sections' wall time.",
+        ((PY, "bench/bench_time.py", "--jobs", str(jobs), *located),),
+    )
 
 
 def _package(name: str) -> str:
