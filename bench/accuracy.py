@@ -57,6 +57,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -216,6 +217,18 @@ def finished_runs(results_dir: Path) -> dict[str, set[str]]:
     return finished
 
 
+def other_thread_counts(results_dir: Path, jobs: int) -> list[str]:
+    """The `trainer.threads` values of results_dir's rows when none of them is the one this
+    call's runs get (the cores over `jobs`): the thread count is in the float model's key and
+    the rows' commands, so such rows finish no run of this call. Empty otherwise."""
+    threads = set()
+    for results in task_tables(results_dir):
+        for command in pd.read_csv(results).command:
+            threads |= {arg for arg in shlex.split(command) if arg.startswith("trainer.threads=")}
+    ours = f"trainer.threads={threads_per_job(jobs)}"
+    return [] if ours in threads else sorted(threads)
+
+
 def composed(command: list[str]) -> DictConfig:
     """The config a gdrq-run command composes to with this checkout's code and defaults."""
     overrides = [quote_numeric_choice(argument) for argument in command[1:]]
@@ -296,6 +309,16 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
     results = results_dir / CLASSIFICATION
     keep_correctness(results)
     finished = {} if redo else finished_runs(results_dir)
+    others = [] if redo else other_thread_counts(results_dir, jobs)
+    if others:
+        print(
+            f"bench/accuracy.py: note: the rows in {results_dir} ran at {', '.join(others)}; "
+            f"--jobs {jobs} on {os.cpu_count()} cores runs at trainer.threads="
+            f"{threads_per_job(jobs)}, so none of them counts and the float models train "
+            "again: stop and pass the --jobs they ran with to resume them",
+            file=sys.stderr,
+            flush=True,
+        )
     # a float run whose row is kept and whose model is cached would only add a copy of its row
     floats = [
         command

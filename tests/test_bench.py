@@ -343,6 +343,23 @@ def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
     assert "gdrq-run x=1" in accuracy.finished_runs(tmp_path)
 
 
+def test_rows_run_at_another_thread_count_are_named_before_they_are_ignored(
+    tmp_path: Path,
+) -> None:
+    """A bench resumed with another --jobs gives its runs another trainer.threads, which no
+    row has: the note names the rows' thread counts (none when one of them is this call's)."""
+    results = _rows(tmp_path)
+    frame = pd.read_csv(results)
+    ours = accuracy.threads_per_job(1)
+    frame["command"] = frame.command + f" trainer.threads={ours + 1}"
+    frame.to_csv(results, index=False)
+    assert accuracy.other_thread_counts(tmp_path, jobs=1) == [f"trainer.threads={ours + 1}"]
+    frame.loc[0, "command"] += f" trainer.threads={ours}"
+    frame.to_csv(results, index=False)
+    assert accuracy.other_thread_counts(tmp_path, jobs=1) == []
+    assert accuracy.other_thread_counts(tmp_path / "none", jobs=1) == []
+
+
 def test_rows_from_before_spec_hash_finish_no_command(tmp_path: Path) -> None:
     """A table written before rows had a spec_hash (the column reads as all-empty floats):
     its runs are known by command, with no spec, so every command runs again, quietly."""
