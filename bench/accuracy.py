@@ -229,6 +229,21 @@ def other_thread_counts(results_dir: Path, jobs: int) -> list[str]:
     return [] if ours in threads else sorted(threads)
 
 
+def note_other_thread_counts(results_dir: Path, jobs: int, script: str) -> None:
+    """Say, before a bench starts, that the rows in results_dir will not count (see
+    other_thread_counts)."""
+    others = other_thread_counts(results_dir, jobs)
+    if others:
+        print(
+            f"{script}: note: the rows in {results_dir} ran at {', '.join(others)}; --jobs "
+            f"{jobs} on {os.cpu_count()} cores runs at trainer.threads={threads_per_job(jobs)}"
+            ", so none of them counts and the float models train again: stop and pass the "
+            "--jobs they ran with to resume them",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def composed(command: list[str]) -> DictConfig:
     """The config a gdrq-run command composes to with this checkout's code and defaults."""
     overrides = [quote_numeric_choice(argument) for argument in command[1:]]
@@ -309,16 +324,8 @@ def run(preset_name: str, jobs: int, redo: bool = False) -> None:
     results = results_dir / CLASSIFICATION
     keep_correctness(results)
     finished = {} if redo else finished_runs(results_dir)
-    others = [] if redo else other_thread_counts(results_dir, jobs)
-    if others:
-        print(
-            f"bench/accuracy.py: note: the rows in {results_dir} ran at {', '.join(others)}; "
-            f"--jobs {jobs} on {os.cpu_count()} cores runs at trainer.threads="
-            f"{threads_per_job(jobs)}, so none of them counts and the float models train "
-            "again: stop and pass the --jobs they ran with to resume them",
-            file=sys.stderr,
-            flush=True,
-        )
+    if not redo:
+        note_other_thread_counts(results_dir, jobs, "bench/accuracy.py")
     # a float run whose row is kept and whose model is cached would only add a copy of its row
     floats = [
         command

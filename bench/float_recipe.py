@@ -49,7 +49,15 @@ from typing import NamedTuple
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, when imported
-from accuracy import Job, float_commands, recorded, run_jobs, task_tables, without_resume
+from accuracy import (
+    Job,
+    float_commands,
+    note_other_thread_counts,
+    recorded,
+    run_jobs,
+    task_tables,
+    without_resume,
+)
 
 RESULTS_DIR = Path("bench/results/float_recipe")
 FLOAT_BITS = "bits=32"
@@ -114,6 +122,7 @@ def run(
     runs."""
     commands = recipe_commands(preset_name, holdout, epochs, jobs, results_dir)
     done = recorded_commands(results_dir)
+    note_other_thread_counts(results_dir, jobs, "bench/float_recipe.py")
     todo = [command for command in commands if recorded(command) not in done]
     for command in commands:
         state = "to go" if command in todo else "skipped, has a row"

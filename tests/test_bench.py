@@ -344,7 +344,7 @@ def test_runs_that_have_a_row_are_not_run_again(tmp_path: Path) -> None:
 
 
 def test_rows_run_at_another_thread_count_are_named_before_they_are_ignored(
-    tmp_path: Path,
+    tmp_path: Path, capsys
 ) -> None:
     """A bench resumed with another --jobs gives its runs another trainer.threads, which no
     row has: the note names the rows' thread counts (none when one of them is this call's)."""
@@ -354,10 +354,16 @@ def test_rows_run_at_another_thread_count_are_named_before_they_are_ignored(
     frame["command"] = frame.command + f" trainer.threads={ours + 1}"
     frame.to_csv(results, index=False)
     assert accuracy.other_thread_counts(tmp_path, jobs=1) == [f"trainer.threads={ours + 1}"]
+    accuracy.note_other_thread_counts(tmp_path, 1, "bench/x.py")
+    note = capsys.readouterr().err
+    assert note.startswith(f"bench/x.py: note: the rows in {tmp_path} ran at trainer.threads=")
+    assert f"runs at trainer.threads={ours}," in note
     frame.loc[0, "command"] += f" trainer.threads={ours}"
     frame.to_csv(results, index=False)
     assert accuracy.other_thread_counts(tmp_path, jobs=1) == []
     assert accuracy.other_thread_counts(tmp_path / "none", jobs=1) == []
+    accuracy.note_other_thread_counts(tmp_path, 1, "bench/x.py")
+    assert capsys.readouterr().err == ""
 
 
 def test_rows_from_before_spec_hash_finish_no_command(tmp_path: Path) -> None:
