@@ -15,10 +15,14 @@ takes on this machine's cores, give or take the last runs of each step that leav
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, when imported
+from accuracy import task_tables
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S-%f"  # conf/config.yaml's hydra.run.dir
 STAMP_CHARS = 26
@@ -48,7 +52,7 @@ def run_seconds(rows: pd.DataFrame) -> pd.Series:
 def step_rows(location: str) -> pd.DataFrame:
     """The rows of RESULTS_DIR[:DATASET]: every task table in the folder (of one data set)."""
     folder, _, dataset = location.partition(":")
-    tables = [pd.read_csv(path) for path in sorted(Path(folder).glob("*.csv"))]
+    tables = [pd.read_csv(path) for path in task_tables(Path(folder))]
     rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if dataset and not rows.empty:
         rows = rows[rows.dataset == dataset]
@@ -88,8 +92,8 @@ def table(costs_by_step: pd.DataFrame, jobs: int) -> str:
     for line, step_hours in zip(costs_by_step.itertuples(), hours, strict=True):
         runs = f"{line.runs} ({line.timed})" if line.runs else "no rows yet"
         lines.append(f"| {line.step} | {runs} | {step_hours:.1f} | {step_hours / jobs:.1f} |")
-    lines.append(f"| all | {int(costs_by_step.runs.sum())} | {hours.sum():.1f} | "
-                 f"{hours.sum() / jobs:.1f} |")  # fmt: skip
+    total = hours.sum()
+    lines.append(f"| all | {costs_by_step.runs.sum()} | {total:.1f} | {total / jobs:.1f} |")
     return "\n".join(lines)
 
 
