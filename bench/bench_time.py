@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from gdrq_bench.quant.choices import FLOAT_BITS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/accuracy.py, when imported
 from accuracy import task_tables
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S-%f"  # conf/config.yaml's hydra.run.dir
 STAMP_CHARS = 26
-FLOAT_BITS = 32
 
 
 def run_start(run_id: str) -> pd.Timestamp | None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from gdrq_bench.quant.choices import FLOAT_BITS
 from gdrq_bench.reporting.results import COLUMNS
 
-FLOAT_BITS = 32
 SEED = re.compile(r"\s+seed=\d+(?=\s|$)")
 CONFIGURATION = [
     "task",
